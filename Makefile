@@ -1,0 +1,44 @@
+# minireformer: `make notebooks` (the main job) and `make test` do everything on a fresh clone.
+# A local virtual environment .venv is created when missing and the package installed in it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+NOTEBOOK_SOURCES := $(sort $(wildcard notebooks/[0-9]*.py))
+
+.PHONY: install notebooks test lint lab benchmarks clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Build each jupytext source into an executed .ipynb (outputs kept) and regenerate figures/.
+notebooks: $(STAMP)
+	@for src in $(NOTEBOOK_SOURCES); do \
+		echo "executing $$src"; \
+		$(BIN)/jupytext --to ipynb --update --execute --set-kernel python3 $$src || exit 1; \
+	done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The whole suite: lint, library tests, then every notebook re-executed and validated by nbval.
+test: lint
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks
+
+benchmarks: $(STAMP)
+	@for b in $(sort $(wildcard benchmarks/bench_*.py)); do $(BIN)/python $$b || exit 1; done
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""Array backend: NumPy by default, CuPy on request.
+
+Every array operation in the library goes through an *array module* ``xp`` that has NumPy's
+interface: NumPy itself, CuPy (the same code on an NVIDIA GPU), or any module-like object with the
+same functions (the tests use a thin counting wrapper around NumPy to prove that no hot path
+bypasses the backend).
+
+Choosing the backend:
+
+- the environment variable ``MINIREFORMER_BACKEND=numpy|cupy``, read the first time it is needed;
+- or a call: ``minireformer.backend.set_backend("cupy")``.
+
+Library code asks ``array_module(*arrays)`` for the module that owns its inputs (CuPy arrays stay
+on the GPU) and ``get_xp()`` when it creates arrays from nothing. Random numbers are always drawn on
+the host from an explicit ``numpy.random.Generator`` (design.md, "Randomness") and moved with
+``asarray``. CuPy is imported only when it is asked for, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import numpy
+
+ENV_VAR = "MINIREFORMER_BACKEND"
+_BACKENDS = ("numpy", "cupy")
+_xp: ModuleType | None = None
+
+
+def _load_cupy() -> ModuleType:
+    """Import CuPy and check that a GPU is visible, or explain what to install."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as err:
+        raise RuntimeError(
+            "backend 'cupy' needs the package cupy: install it with "
+            "`pip install minireformer[gpu]` (cupy-cuda12x) on a machine with an NVIDIA GPU"
+        ) from err
+    try:
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken
+        raise RuntimeError(f"backend 'cupy': CuPy is installed but no GPU is usable ({err})") from err
+    if n_gpus < 1:
+        raise RuntimeError("backend 'cupy': CuPy is installed but no GPU is present")
+    return cupy
+
+
+def set_backend(backend: str | ModuleType) -> ModuleType:
+    """Select the array module used by the library and return it.
+
+    Args:
+        backend: ``"numpy"``, ``"cupy"``, or a module-like object exposing NumPy's interface.
+    """
+    global _xp
+    if isinstance(backend, str):
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
+        _xp = numpy if backend == "numpy" else _load_cupy()
+    else:
+        if not hasattr(backend, "asarray"):
+            raise TypeError(f"backend: expected a name or an array module, got {type(backend)}")
+        _xp = backend
+    return _xp
+
+
+def get_xp() -> ModuleType:
+    """The current array module (NumPy unless ``MINIREFORMER_BACKEND`` or ``set_backend`` says)."""
+    if _xp is None:
+        set_backend(os.environ.get(ENV_VAR, "numpy").strip().lower() or "numpy")
+    return _xp
+
+
+def _is_cupy_array(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def array_module(*arrays) -> ModuleType:
+    """The module owning ``arrays``: CuPy if any is a CuPy array, else the current backend."""
+    for a in arrays:
+        if _is_cupy_array(a):
+            return importlib.import_module("cupy")
+    return get_xp()
+
+
+def asarray(a, dtype=None):
+    """``a`` as an array of the current backend (host data is copied to the GPU under CuPy)."""
+    return get_xp().asarray(a, dtype=dtype)
+
+
+def to_numpy(a) -> numpy.ndarray:
+    """``a`` as a NumPy array on the host (a no-op for NumPy arrays; scalars become 0-d arrays)."""
+    if _is_cupy_array(a):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def default_rng(seed) -> numpy.random.Generator:
+    """A host ``numpy.random.Generator`` from ``seed``; random draws always happen on the host."""
+    return numpy.random.default_rng(seed)
+
+
+def check_rng(rng, name: str = "rng") -> numpy.random.Generator:
+    """Return ``rng`` if it is a ``numpy.random.Generator``, else raise ``TypeError`` naming it."""
+    if not isinstance(rng, numpy.random.Generator):
+        raise TypeError(f"{name}: expected a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
