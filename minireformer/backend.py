@@ -41,7 +41,7 @@ def _load_cupy() -> ModuleType:
     try:
         n_gpus = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # CUDA driver missing or broken
-        raise RuntimeError(f"backend 'cupy': CuPy is installed but no GPU is usable ({err})") from err
+        raise RuntimeError(f"backend 'cupy': CuPy is installed but no GPU works ({err})") from err
     if n_gpus < 1:
         raise RuntimeError("backend 'cupy': CuPy is installed but no GPU is present")
     return cupy

@@ -14,8 +14,8 @@ a relative error normalised by the largest gradient entry, so that entries whose
 exactly zero (an unused embedding row, say) do not turn round-off into a large ratio.
 
 Following CS231n's ``gradient_check.py``, an op ``forward(*args) -> (out, cache)`` is reduced to a
-scalar with a random upstream gradient ``dout``: ``f = sum(out * dout)``, whose gradient with respect
-to each input is exactly what ``backward(dout, cache)`` returns.
+scalar with a random upstream gradient ``dout``: ``f = sum(out * dout)``, whose gradient with
+respect to each input is exactly what ``backward(dout, cache)`` returns.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def check_same_structure(a, b, name: str = "grads") -> None:
     pb = [(p, getattr(x, "shape", None)) for p, x in leaves_with_paths(b)]
     if pa != pb:
         missing = {p for p, _ in pa} ^ {p for p, _ in pb}
-        detail = f"paths differ: {sorted(map(str, missing))[:5]}" if missing else "leaf shapes differ"
+        detail = f"paths differ: {sorted(map(str, missing))[:5]}" if missing else "shapes differ"
         raise ValueError(f"{name}: expected the structure of params, {detail}")
 
 

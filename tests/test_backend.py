@@ -1,0 +1,91 @@
+"""The backend: NumPy by default, CuPy on request, and no hot path that bypasses it."""
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minireformer import backend
+
+PACKAGE = Path(__file__).resolve().parents[1] / "minireformer"
+# Host-side modules that may use NumPy directly: they measure, plot or prepare data on the CPU.
+HOST_MODULES = {"backend.py", "memory.py", "plotting.py", "data.py", "train.py", "__main__.py"}
+
+
+@pytest.fixture
+def restore_backend():
+    yield
+    backend.set_backend("numpy")
+
+
+def test_default_backend_is_numpy():
+    assert backend.get_xp() is np
+
+
+def test_unknown_backend_name_is_rejected(restore_backend):
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        backend.set_backend("torch")
+
+
+def test_missing_cupy_names_the_package_to_install(restore_backend):
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed here")
+    with pytest.raises(RuntimeError, match="cupy-cuda12x"):
+        backend.set_backend("cupy")
+
+
+def test_environment_variable_selects_backend():
+    code = "import minireformer.backend as b; b.get_xp()"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"MINIREFORMER_BACKEND": "nonsense", "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "nonsense" in result.stderr
+
+
+def test_importing_the_package_does_not_import_cupy():
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__main__")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module('minireformer.' + m)\n"
+        "print('cupy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_to_numpy_and_asarray_round_trip():
+    x = backend.asarray([[1.0, 2.0]])
+    assert isinstance(backend.to_numpy(x), np.ndarray)
+    np.testing.assert_array_equal(backend.to_numpy(x), [[1.0, 2.0]])
+
+
+def test_check_rng_rejects_legacy_random_state():
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
+        backend.check_rng(np.random.RandomState(0))
+
+
+def _numpy_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "numpy"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "numpy":
+            found.append(node.module)
+    return found
+
+
+def test_hot_path_modules_never_import_numpy():
+    """Static scan: library code gets its array module from the backend, never from numpy."""
+    scanned = [p for p in sorted(PACKAGE.glob("*.py")) if p.name not in HOST_MODULES]
+    assert len(scanned) >= 5, "the scan found too few modules to mean anything"
+    offenders = {p.name: imps for p in scanned if (imps := _numpy_imports(p))}
+    assert offenders == {}
