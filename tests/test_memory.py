@@ -1,0 +1,152 @@
+"""Peak-memory measurement and the analytic memory model (memory.py)."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from minireformer import memory
+
+MB = 10**6
+
+
+# ---------------------------------------------------------------------------------------------
+# measure_peak
+# ---------------------------------------------------------------------------------------------
+
+
+def test_measure_peak_sees_a_known_allocation():
+    result, peak = memory.measure_peak(np.ones, 10**6)  # 8 MB of float64
+    assert result.shape == (10**6,)
+    assert 8 * MB <= peak <= 8.1 * MB
+
+
+def test_measure_peak_excludes_arrays_that_existed_before():
+    big = np.ones(2 * 10**6)  # 16 MB, allocated before the measurement
+    total, peak = memory.measure_peak(np.sum, big)
+    assert total == 2 * 10**6
+    assert peak < 0.1 * MB
+
+
+def test_measure_peak_counts_temporaries_while_alive():
+    def two_live_buffers():
+        x = np.ones(10**6)
+        y = x * 2.0  # x and y alive together: 16 MB
+        return float(y[0])
+
+    def one_at_a_time():
+        for _ in range(3):
+            x = np.ones(10**6)  # each freed before the next: 8 MB at any time
+            del x
+        return 0.0
+
+    assert 16 * MB <= memory.measure_peak(two_live_buffers)[1] <= 16.2 * MB
+    assert 8 * MB <= memory.measure_peak(one_at_a_time)[1] <= 8.2 * MB
+
+
+def test_measure_peak_nests_and_restores_tracing_state():
+    def inner():
+        x = np.ones(10**6)  # 8 MB
+        return float(x[0])
+
+    def outer():
+        held = np.ones(5 * 10**5)  # 4 MB held while the inner measurement runs
+        _, inner_peak = memory.measure_peak(inner)
+        return inner_peak, float(held[0])
+
+    assert not tracemalloc.is_tracing()
+    (inner_peak, _), outer_peak = memory.measure_peak(outer)
+    assert not tracemalloc.is_tracing()
+    assert 8 * MB <= inner_peak <= 8.1 * MB
+    assert 12 * MB <= outer_peak <= 12.2 * MB  # the outer peak includes the inner one
+
+    tracemalloc.start()  # someone else is tracing: leave it on
+    try:
+        _, peak = memory.measure_peak(np.ones, 10**6)
+        assert tracemalloc.is_tracing()
+        assert 8 * MB <= peak <= 8.1 * MB
+    finally:
+        tracemalloc.stop()
+
+
+def test_measure_peak_rejects_non_callable():
+    with pytest.raises(TypeError, match="fn"):
+        memory.measure_peak(3)
+
+
+def test_measure_training_step_excludes_parameters():
+    params = {"w": np.ones(10**6)}  # 8 MB that exist before the step
+
+    def loss_and_grads(p, scale):
+        act = p["w"] * scale  # 8 MB activation
+        return float(act.sum()), {"w": np.full_like(p["w"], scale)}  # plus 8 MB of gradient
+
+    loss, peak = memory.measure_training_step(loss_and_grads, params, 2.0)
+    assert loss == 2 * 10**6
+    assert 16 * MB <= peak <= 16.2 * MB
+    assert memory.tree_nbytes(params) == 8 * MB
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's arithmetic (section 1 and section 2)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_paper_arithmetic():
+    # 0.5B parameters per layer "account for 2GB of memory"
+    assert memory.param_bytes(500_000_000) == 2 * memory.GB
+    # 64K tokens x 1K x batch 8 = 0.5B floats, "another 2GB" (2 GiB exactly)
+    assert memory.activation_bytes(8, 64 * 1024, 1024) == 2 * memory.GiB
+    # a 96-layer model of such layers needs about 400 GB
+    total = memory.per_layer_estimate_bytes(
+        96, params_per_layer=500_000_000, batch=8, length=64 * 1024, d_model=1024
+    )
+    assert total == 96 * (2 * memory.GB + 2 * memory.GiB)
+    assert 390 * memory.GB < total < 410 * memory.GB
+    # a 64K x 64K float32 attention matrix is 16GB (16 GiB exactly)
+    assert memory.attention_matrix_bytes(64 * 1024) == 16 * memory.GiB
+    assert memory.attention_matrix_bytes(64 * 1024, batch=2, n_heads=8) == 256 * memory.GiB
+
+
+def test_transformer_activation_bytes_by_hand():
+    # b=2, l=16, d=8, f=32, h=2, dh=4: per block 2*16*(24+32+64) + 2*2*256 = 3840 + 1024 = 4864
+    got = memory.transformer_activation_bytes(2, 16, 8, 32, 2, 3, dtype_bytes=8)
+    assert got == 3 * 4864 * 8
+    # the output head adds 2 b l V once
+    with_head = memory.transformer_activation_bytes(2, 16, 8, 32, 2, 3, vocab_size=10)
+    assert with_head == (3 * 4864 + 2 * 2 * 16 * 10) * 4
+
+
+# b=2, l=32, d_model=8, d_ff=48, n_h=2, n_l=3, n_r=2, C=4 (c = 8):
+# b l d_ff = 3072, b n_h l^2 = 4096, b l d_model = 512, b n_h l n_r c = 2048 elements.
+TABLE3_BY_HAND = {
+    "transformer": max(3072, 4096) * 3,
+    "reversible": max(3072, 4096),
+    "chunked_reversible": max(512, 4096),
+    "lsh": max(3072, 2048) * 3,
+    "reformer": max(512, 2048),
+}
+SMALL = dict(batch=2, length=32, d_model=8, d_ff=48, n_heads=2, n_layers=3, n_hashes=2, chunk_len=4)
+
+
+@pytest.mark.parametrize("arch", memory.TABLE3_ARCHS)
+def test_table3_rows_by_hand(arch):
+    assert memory.table3_memory(arch, **SMALL) == TABLE3_BY_HAND[arch] * 4
+    assert memory.table3_memory(arch, **SMALL, dtype_bytes=8) == TABLE3_BY_HAND[arch] * 8
+
+
+def test_table3_with_the_papers_c():
+    # The paper writes c = 128^2; then the LSH term is b n_h l n_r 128^2.
+    got = memory.table3_memory("reformer", **SMALL, c=128**2)
+    assert got == 2 * 2 * 32 * 2 * 128**2 * 4
+
+
+def test_table3_bad_input():
+    with pytest.raises(ValueError, match="arch.*'performer'"):
+        memory.table3_memory("performer", **SMALL)
+    with pytest.raises(ValueError, match="n_layers"):
+        memory.table3_memory("transformer", **{**SMALL, "n_layers": 0})
+    with pytest.raises(ValueError, match="dtype_bytes"):
+        memory.table3_memory("transformer", **SMALL, dtype_bytes=3)
+    with pytest.raises(TypeError, match="length"):
+        memory.table3_memory("transformer", **{**SMALL, "length": 3.5})
