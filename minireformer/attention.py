@@ -1,6 +1,13 @@
 """Full (dense) multi-head attention: the exact O(L^2) reference (paper section 2, equation 1).
 
+Scaled dot-product attention (Vaswani et al. 2017, "Attention Is All You Need", section 3.2.1;
+Reformer paper equation 1):
+
     Attention(Q, K, V) = softmax(Q K^T / sqrt(Dh)) V
+
+computed per head on Q, K, V of shape (B, H, L, Dh). Multi-head attention (Vaswani et al. 2017,
+section 3.2.2) projects x (B, L, D) to H heads of width Dh, attends in each head, concatenates the
+heads and projects back to D.
 
 Shared-QK variant (paper section 2, "Shared-QK Transformer"): queries and keys come from the same
 projection; keys are the queries normalised to unit length, k_j = q_j / |q_j|, and the logit is
@@ -8,7 +15,17 @@ q_i . k_j with no further 1/sqrt(Dh), as in the released trax and Hugging Face c
 would usually be the largest logit, a token may attend to itself only when nothing else is
 available: its self logit is set to NEG_SELF.
 
+Masks (the same semantics as design.md's LSH attention, so that the two compare exactly): a masked
+logit is *replaced* (not shifted) by a constant. Keys after the query (causal) and padding keys are
+set to NEG_MASK; then, for shared-QK, the query's own key is set to NEG_SELF, whatever the other
+masks said (the order of trax's and Hugging Face's LSH code). Because NEG_MASK < NEG_SELF, a token
+attends to itself only when every other key is masked, and with the self mask no row is ever fully
+masked. Without it (plain attention) a row whose keys are all masked is uniform over all L keys.
+
 Shape letters: B batch, H heads, L length, D model width, Dh head width.
+
+References: https://arxiv.org/abs/2001.04451 (Reformer), https://arxiv.org/abs/1706.03762
+(Transformer), trax ``trax/layers/research/efficient_attention.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +33,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import backend
+from .checks import check_array, check_float_array, check_mask, check_positive_int
 
 NEG_SELF = -1e5  # logit of a token attending to itself under shared-QK (paper section 2)
 NEG_MASK = -1e9  # logit of a masked key (causal or padding); exp underflows to exactly 0
@@ -39,3 +57,321 @@ def unit_norm_backward(dout, cache: UnitNormCache):
     xp = backend.array_module(dout)
     unit, norm = cache
     return (dout - unit * xp.sum(unit * dout, axis=-1, keepdims=True)) / norm
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+# ---------------------------------------------------------------------------------------------
+
+
+def split_heads(x, n_heads: int):
+    """(B, L, H*Dh) -> (B, H, L, Dh): the last axis is cut into H heads of width Dh.
+
+    Its backward is :func:`merge_heads` (and the other way round): both only move entries.
+    """
+    check_array("x", x, ndim=3)
+    n_heads = check_positive_int("n_heads", n_heads)
+    batch, length, width = x.shape
+    if width % n_heads:
+        raise ValueError(f"n_heads: expected a divisor of the width of x ({width}), got {n_heads}")
+    xp = backend.array_module(x)
+    x = x.reshape(batch, length, n_heads, width // n_heads)  # (B, L, H, Dh)
+    return xp.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (B, H, L, Dh)
+
+
+def merge_heads(x):
+    """(B, H, L, Dh) -> (B, L, H*Dh): the heads side by side again; the inverse of split_heads."""
+    check_array("x", x, ndim=4)
+    batch, n_heads, length, d_head = x.shape
+    xp = backend.array_module(x)
+    x = xp.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (B, L, H, Dh)
+    return x.reshape(batch, length, n_heads * d_head)
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------
+
+
+def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask=False):
+    """Set masked attention logits to constants (design.md, "LSH attention semantics").
+
+    A masked logit is replaced, not shifted: its value no longer depends on q or k, so its gradient
+    is zero. In this order:
+
+    - causal: key positions after the query position are set to NEG_MASK;
+    - key_valid: padding keys (False) are set to NEG_MASK;
+    - self_mask: the query's own position is set to NEG_SELF, overriding the two above, so that a
+      token attends to itself only when every other key is masked (and no row is fully masked).
+
+    Positions are *original* sequence positions, so that the same function serves the dense
+    (L x L) layout and a sorted, chunked one.
+
+    Args:
+        logits: (..., Lq, Lk) float.
+        q_pos: (..., Lq) integer positions of the queries, broadcastable against ``logits``.
+        k_pos: (..., Lk) integer positions of the keys.
+        causal: mask keys whose position is greater than the query's.
+        key_valid: None, or (..., Lk) bool, True for a real key, False for padding.
+        self_mask: set the logit of each query with its own position to NEG_SELF (shared-QK).
+
+    Returns:
+        ``(masked_logits, keep)``: ``masked_logits`` (..., Lq, Lk); ``keep`` a bool array
+        broadcastable to it, True where the logit was kept, or None when nothing is masked. Call
+        it on zeros to see the mask itself: 0 kept, NEG_SELF, NEG_MASK.
+    """
+    if not causal and key_valid is None and not self_mask:
+        return logits, None
+    xp = backend.array_module(logits)
+    q_pos, k_pos = q_pos[..., :, None], k_pos[..., None, :]  # (..., Lq, 1), (..., 1, Lk)
+    keep = xp.ones((1, 1), dtype=bool)
+    if causal:
+        keep = keep & (k_pos <= q_pos)  # (..., Lq, Lk)
+    if key_valid is not None:
+        keep = keep & key_valid[..., None, :]  # (..., Lq, Lk)
+    masked = xp.where(keep, logits, xp.asarray(NEG_MASK, dtype=logits.dtype))
+    if self_mask:
+        is_self = q_pos == k_pos  # (..., Lq, Lk)
+        keep = keep & ~is_self
+        masked = xp.where(is_self, xp.asarray(NEG_SELF, dtype=logits.dtype), masked)
+    return masked, keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention on heads: (B, H, L, Dh)
+# ---------------------------------------------------------------------------------------------
+
+
+class AttentionCache(NamedTuple):
+    q: object  # (B, H, L, Dh) queries (the raw qk under shared-QK)
+    k: object  # (B, H, L, Dh) keys (unit-norm under shared-QK)
+    v: object  # (B, H, L, Dv) values
+    probs: object  # (B, H, L, L) attention weights P = softmax(masked logits)
+    keep: object  # bool, broadcastable to (B, H, L, L): logits not replaced by a mask; or None
+    scale: float  # logits = scale * q k^T
+    lse: object  # (B, H, L) log-sum-exp over keys of the masked logits, per query
+    unit: object  # UnitNormCache of the keys under shared-QK, else None
+
+
+def _check_heads(q_name, q, v_name, v, mask):
+    """q (B, H, L, Dh) and v (B, H, L, Dv) float; mask (B, L) bool or None."""
+    check_float_array(q_name, q, ndim=4)
+    batch, n_heads, length, _ = q.shape
+    check_float_array(v_name, v, shape=(batch, n_heads, length, None))
+    if v.dtype != q.dtype:
+        raise TypeError(f"{v_name}: expected dtype {q.dtype} (that of {q_name}), got {v.dtype}")
+    if mask is not None:
+        check_mask("mask", mask, (batch, length))
+
+
+def _attend(q, k, v, scale, causal, mask, self_mask, unit=None):
+    """softmax(mask(scale * q k^T)) v with max-subtraction; returns (out, cache)."""
+    xp = backend.array_module(q, k, v)
+    length = q.shape[2]
+    logits = scale * xp.matmul(q, k.swapaxes(-1, -2))  # (B, H, L, L)
+    pos = xp.arange(length)  # (L,)
+    key_valid = None if mask is None else mask[:, None, :]  # (B, 1, L): padding is per key
+    logits, keep = mask_logits(
+        logits, pos, pos, causal=causal, key_valid=key_valid, self_mask=self_mask
+    )
+    top = xp.max(logits, axis=-1, keepdims=True)  # (B, H, L, 1) subtracted for stability
+    probs = xp.exp(logits - top)  # (B, H, L, L)
+    total = xp.sum(probs, axis=-1, keepdims=True)  # (B, H, L, 1)
+    probs /= total
+    lse = (top + xp.log(total))[..., 0]  # (B, H, L)
+    out = xp.matmul(probs, v)  # (B, H, L, Dv)
+    return out, AttentionCache(q, k, v, probs, keep, scale, lse, unit)
+
+
+def _attend_backward(dout, cache: AttentionCache):
+    """Gradients of _attend with respect to q, k (as used in the logits) and v.
+
+    With S the logits, P = softmax(S) row-wise and out = P V:
+
+        dV = P^T dout,   dP = dout V^T,   dS = P * (dP - sum_j(dP * P)),
+
+    where sum_j(dP_ij P_ij) = dout_i . out_i. Masked logits were constants: their dS is zeroed.
+    Then dq = scale * dS k and dk = scale * dS^T q.
+    """
+    xp = backend.array_module(dout)
+    q, k, v, probs, keep, scale = cache[:6]
+    dv = xp.matmul(probs.swapaxes(-1, -2), dout)  # (B, H, L, Dv)
+    dprobs = xp.matmul(dout, v.swapaxes(-1, -2))  # (B, H, L, L)
+    row = xp.sum(dprobs * probs, axis=-1, keepdims=True)  # (B, H, L, 1)
+    dlogits = probs * (dprobs - row)  # (B, H, L, L)
+    if keep is not None:
+        dlogits = xp.where(keep, dlogits, xp.asarray(0, dtype=dlogits.dtype))
+    dlogits *= scale
+    dq = xp.matmul(dlogits, k)  # (B, H, L, Dh)
+    dk = xp.matmul(dlogits.swapaxes(-1, -2), q)  # (B, H, L, Dh)
+    return dq, dk, dv
+
+
+def attention_forward(q, k, v, *, causal: bool = False, mask=None):
+    """Scaled dot-product attention (paper eq. 1; Vaswani et al. 2017, eq. 1), per head.
+
+        out = softmax(mask(Q K^T / sqrt(Dh))) V
+
+    Args:
+        q, k: (B, H, L, Dh) float queries and keys.
+        v: (B, H, L, Dv) float values.
+        causal: query i sees only keys j <= i (others set to NEG_MASK).
+        mask: None or (B, L) bool, True for a real token; padding keys are set to NEG_MASK. A query
+            whose keys are all masked attends uniformly to all L keys.
+
+    Returns:
+        ``(out (B, H, L, Dv), cache)``; ``cache.lse`` (B, H, L) is the per-query log-sum-exp of the
+        masked logits and ``cache.probs`` (B, H, L, L) the attention weights.
+    """
+    _check_heads("q", q, "v", v, mask)
+    check_float_array("k", k, shape=q.shape)
+    if k.dtype != q.dtype:
+        raise TypeError(f"k: expected dtype {q.dtype} (that of q), got {k.dtype}")
+    return _attend(q, k, v, 1.0 / q.shape[-1] ** 0.5, causal, mask, self_mask=False)
+
+
+def attention_backward(dout, cache: AttentionCache):
+    """dout (B, H, L, Dv) -> (dq, dk, dv), shaped like q, k, v.
+
+    Softmax backward: dS = P * (dP - sum_j(dP * P)) with dP = dout V^T (see _attend_backward).
+    """
+    return _attend_backward(dout, cache)
+
+
+def shared_qk_attention_forward(qk, v, *, causal: bool = False, mask=None):
+    """Shared-QK attention (paper section 2): keys are the unit-norm queries, self masked.
+
+        k_j = qk_j / |qk_j|,   out_i = sum_j softmax_j(mask(qk_i . k_j)) v_j
+
+    The logits are not scaled by 1/sqrt(Dh) (trax / Hugging Face convention). Each query's own logit
+    is set to NEG_SELF, so a token attends to itself only when every other key is masked: token 0
+    under ``causal`` returns v_0.
+
+    Args:
+        qk: (B, H, L, Dh) float shared queries/keys.
+        v: (B, H, L, Dv) float values.
+        causal, mask: as in :func:`attention_forward`.
+
+    Returns:
+        ``(out (B, H, L, Dv), cache)`` with ``cache.lse`` (B, H, L) and ``cache.probs``.
+    """
+    _check_heads("qk", qk, "v", v, mask)
+    keys, unit = unit_norm_forward(qk)  # (B, H, L, Dh)
+    return _attend(qk, keys, v, 1.0, causal, mask, self_mask=True, unit=unit)
+
+
+def shared_qk_attention_backward(dout, cache: AttentionCache):
+    """dout (B, H, L, Dv) -> (dqk, dv): qk receives its gradient as the query and, through the
+    unit-norm backward, as the key."""
+    dq, dkeys, dv = _attend_backward(dout, cache)
+    return dq + unit_norm_backward(dkeys, cache.unit), dv
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-head attention layer: (B, L, D) -> (B, L, D)
+# ---------------------------------------------------------------------------------------------
+
+
+class MultiheadAttentionCache(NamedTuple):
+    proj: dict  # linear caches, keyed like the weights ("w_q", "w_k", "w_v" or "w_qk"; "w_o")
+    attn: AttentionCache  # its .lse is (B, H, L)
+    n_heads: int
+
+
+def init_multihead_attention(
+    rng, d_model: int, n_heads: int, d_head: int, dtype="float32", *, shared_qk: bool = False
+):
+    """Parameters of a multi-head attention layer, drawn from a scaled normal distribution.
+
+    Each weight is N(0, 1/fan_in), so that projections keep the scale of their input.
+
+    Args:
+        rng: ``numpy.random.Generator``.
+        d_model: D; n_heads: H; d_head: Dh.
+        dtype: float dtype of the weights.
+        shared_qk: one projection "w_qk" instead of "w_q" and "w_k" (Reformer's shared-QK).
+
+    Returns:
+        dict with "w_q", "w_k" (or "w_qk"), "w_v" of shape (D, H*Dh) and "w_o" (H*Dh, D).
+    """
+    backend.check_rng(rng)
+    d_model = check_positive_int("d_model", d_model)
+    width = check_positive_int("n_heads", n_heads) * check_positive_int("d_head", d_head)
+    names = ("w_qk", "w_v") if shared_qk else ("w_q", "w_k", "w_v")
+    params = {name: rng.standard_normal((d_model, width)) / d_model**0.5 for name in names}
+    params["w_o"] = rng.standard_normal((width, d_model)) / width**0.5
+    return {name: backend.asarray(w, dtype=dtype) for name, w in params.items()}
+
+
+def _check_multihead_params(x, p, n_heads):
+    """x (B, L, D); p holds w_q/w_k or w_qk, w_v (D, H*Dh), w_o (H*Dh, D); H divides H*Dh."""
+    check_float_array("x", x, ndim=3)
+    if not isinstance(p, dict):
+        raise TypeError(f"p: expected a dict of weights, got {type(p).__name__}")
+    in_names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
+    expected = set(in_names) | {"w_o"}
+    if set(p) != expected:
+        raise ValueError(f"p: expected keys {sorted(expected)}, got {sorted(p)}")
+    d_model = x.shape[-1]
+    check_float_array(in_names[0], p[in_names[0]], shape=(d_model, None))
+    width = p[in_names[0]].shape[1]
+    for name in in_names[1:]:
+        check_float_array(name, p[name], shape=(d_model, width))
+    check_float_array("w_o", p["w_o"], shape=(width, d_model))
+    n_heads = check_positive_int("n_heads", n_heads)
+    if width % n_heads:
+        raise ValueError(
+            f"n_heads: expected a divisor of the projection width {width}, got {n_heads}"
+        )
+    return in_names, n_heads
+
+
+def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mask=None):
+    """Multi-head attention (Vaswani et al. 2017, section 3.2.2; paper eq. 1 in each head).
+
+        Q = x W_q, K = x W_k, V = x W_v  -> split into H heads -> attention -> merge -> out W_o
+
+    With ``p["w_qk"]`` instead of ``w_q``/``w_k``, the heads use :func:`shared_qk_attention_forward`
+    (unit-norm keys, self mask, no 1/sqrt(Dh)); otherwise :func:`attention_forward`.
+
+    Args:
+        x: (B, L, D) float.
+        p: {"w_q", "w_k", "w_v": (D, H*Dh), "w_o": (H*Dh, D)}, or "w_qk" for the first two.
+        n_heads: H, dividing the projection width H*Dh.
+        causal, mask: as in :func:`attention_forward`; mask (B, L) bool, True for real tokens.
+
+    Returns:
+        ``(out (B, L, D), cache)``; ``cache.attn.lse`` (B, H, L).
+    """
+    from . import layers  # TEMPORARY until layers.py exists
+
+    in_names, n_heads = _check_multihead_params(x, p, n_heads)
+    proj, heads = {}, []
+    for name in in_names:
+        y, proj[name] = layers.linear_forward(x, p[name])  # (B, L, H*Dh)
+        heads.append(split_heads(y, n_heads))  # (B, H, L, Dh)
+    attend = shared_qk_attention_forward if "w_qk" in p else attention_forward
+    ctx, attn = attend(*heads, causal=causal, mask=mask)  # (B, H, L, Dh)
+    out, proj["w_o"] = layers.linear_forward(merge_heads(ctx), p["w_o"])  # (B, L, D)
+    return out, MultiheadAttentionCache(proj, attn, n_heads)
+
+
+def multihead_attention_backward(dout, cache: MultiheadAttentionCache):
+    """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
+    from . import layers  # TEMPORARY until layers.py exists
+
+    proj, attn, n_heads = cache
+    dp = {}
+    dctx, dp["w_o"] = layers.linear_backward(dout, proj["w_o"])  # (B, L, H*Dh)
+    dctx = split_heads(dctx, n_heads)  # (B, H, L, Dh)
+    if attn.unit is not None:
+        dheads = shared_qk_attention_backward(dctx, attn)
+        in_names = ("w_qk", "w_v")
+    else:
+        dheads = attention_backward(dctx, attn)
+        in_names = ("w_q", "w_k", "w_v")
+    dx = None
+    for name, dhead in zip(in_names, dheads):
+        dxi, dp[name] = layers.linear_backward(merge_heads(dhead), proj[name])
+        dx = dxi if dx is None else dx + dxi
+    return dx, {name: dp[name] for name in (*in_names, "w_o")}
