@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend
+from . import backend, layers
 from .checks import check_array, check_float_array, check_mask, check_positive_int
 
 NEG_SELF = -1e5  # logit of a token attending to itself under shared-QK (paper section 2)
@@ -343,8 +343,6 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
     Returns:
         ``(out (B, L, D), cache)``; ``cache.attn.lse`` (B, H, L).
     """
-    from . import layers  # TEMPORARY until layers.py exists
-
     in_names, n_heads = _check_multihead_params(x, p, n_heads)
     proj, heads = {}, []
     for name in in_names:
@@ -358,8 +356,6 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
 
 def multihead_attention_backward(dout, cache: MultiheadAttentionCache):
     """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
-    from . import layers  # TEMPORARY until layers.py exists
-
     proj, attn, n_heads = cache
     dp = {}
     dctx, dp["w_o"] = layers.linear_backward(dout, proj["w_o"])  # (B, L, H*Dh)
