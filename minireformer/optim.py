@@ -1,0 +1,120 @@
+"""Adam with bias correction, and gradient clipping by global norm.
+
+Adam (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", ICLR, arXiv 1412.6980,
+Algorithm 1), for every parameter array theta with gradient g at step t = 1, 2, ...:
+
+    m_t = beta1 m_{t-1} + (1 - beta1) g              first-moment (mean) estimate
+    v_t = beta2 v_{t-1} + (1 - beta2) g^2            second-moment (uncentred variance) estimate
+    m_hat = m_t / (1 - beta1^t),  v_hat = v_t / (1 - beta2^t)    bias correction (m_0 = v_0 = 0)
+    theta_t = theta_{t-1} - lr * m_hat / (sqrt(v_hat) + eps)
+
+Global-norm clipping (Pascanu, Mikolov, Bengio 2013, "On the difficulty of training recurrent
+neural networks", section 3.2): when the norm of all gradients together, sqrt(sum of g^2 over every
+leaf), exceeds ``max_norm``, every gradient is scaled by max_norm / norm, keeping its direction.
+
+Parameters and gradients are trees (nested dicts / lists of arrays, see ``tree.py``); the optimizer
+state mirrors them. The Reformer paper trains with Adafactor; Adam is the standard choice for the
+small models of this project.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import backend
+from .tree import check_same_structure, leaves, map_tree
+
+
+def global_norm(grads) -> float:
+    """sqrt(sum over all leaves of sum(g^2)), accumulated in float64. 0.0 for an empty tree."""
+    total = 0.0
+    for g in leaves(grads):
+        xp = backend.array_module(g)
+        total = total + xp.sum(g * g, dtype=xp.float64)
+    return math.sqrt(float(total))
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def clip_by_global_norm(grads, max_norm: float):
+    """Scale ``grads`` by max_norm / norm when their global norm exceeds ``max_norm``.
+
+    Returns ``(clipped, norm)``: a new tree (or ``grads`` itself when no scaling is needed) and
+    the global norm before clipping.
+    """
+    max_norm = _check_positive("max_norm", max_norm)
+    norm = global_norm(grads)
+    if norm <= max_norm:
+        return grads, norm
+    scale = max_norm / norm
+    return map_tree(lambda g: g * scale, grads), norm
+
+
+@dataclass
+class Adam:
+    """Adam optimizer (Kingma & Ba 2015, Algorithm 1) with optional global-norm clipping.
+
+    Usage: ``state = adam.init(params)``, then ``info = adam.step(params, grads, state)`` each
+    step, which updates ``params`` (and ``state``) in place. ``lr`` may be changed between steps
+    (a schedule); the bias correction uses the step count kept in ``state``.
+    """
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    clip_norm: float | None = None
+
+    def __post_init__(self):
+        _check_positive("lr", self.lr)
+        _check_positive("eps", self.eps)
+        for name in ("beta1", "beta2"):
+            beta = getattr(self, name)
+            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
+                raise ValueError(f"{name}: expected a number in [0, 1), got {beta!r}")
+        if self.clip_norm is not None:
+            _check_positive("clip_norm", self.clip_norm)
+
+    def init(self, params) -> dict:
+        """``{"m": zeros like params, "v": zeros like params, "step": 0}``."""
+
+        def zeros(p):
+            return backend.array_module(p).zeros_like(p)
+
+        return {"m": map_tree(zeros, params), "v": map_tree(zeros, params), "step": 0}
+
+    def step(self, params, grads, state) -> dict:
+        """One Adam update of ``params`` in place from ``grads`` (same tree structure).
+
+        Returns ``{"grad_norm": global norm before clipping, "clipped": bool, "step": t}``.
+        Raises ValueError, before changing anything, if the gradients are not finite.
+        """
+        check_same_structure(params, grads, "grads")
+        if not isinstance(state, dict) or set(state) != {"m", "v", "step"}:
+            raise ValueError("state: expected the dict returned by Adam.init(params)")
+        check_same_structure(params, state["m"], "state")
+        norm = global_norm(grads)
+        if not math.isfinite(norm):
+            raise ValueError(f"grads: expected finite values, got global norm {norm}")
+        clipped = self.clip_norm is not None and norm > self.clip_norm
+        if clipped:
+            grads, _ = clip_by_global_norm(grads, self.clip_norm)
+        t = state["step"] = state["step"] + 1
+        c1, c2 = 1.0 - self.beta1**t, 1.0 - self.beta2**t  # bias corrections
+        for p, g, m, v in zip(
+            leaves(params), leaves(grads), leaves(state["m"]), leaves(state["v"])
+        ):
+            xp = backend.array_module(p)
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g
+            v *= self.beta2
+            v += (1.0 - self.beta2) * (g * g)
+            p -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+        return {"grad_norm": norm, "clipped": clipped, "step": t}
