@@ -1,0 +1,148 @@
+"""Positional embeddings: the plain learned table and axial (factorised) embeddings.
+
+A learned positional embedding is a table (max_len, D) whose first L rows are added to the token
+embeddings. For long sequences (the Reformer's 64K tokens) that table is large, so the released
+Reformer code (trax ``AxialPositionalEncoding``, Hugging Face ``AxialPositionEmbeddings``)
+factorises it: position p in a grid of shape (L1, L2), p = i * L2 + j, gets the concatenation of a
+row of each of two small tables,
+
+    E[p] = [E1[i] ; E2[j]],     E1: (L1, d1),  E2: (L2, d2),  d1 + d2 = D,
+
+so that L1 * L2 positions cost (L1 d1 + L2 d2) parameters instead of L1 L2 D. Any L <= L1 * L2
+works: the first L positions of the grid are used.
+
+Backward: the gradient of E1[i] sums the first d1 columns of dE over every position in row i of the
+grid, and that of E2[j] the last d2 columns over every position in column j.
+
+Shape letters: L length, D model width, L1/L2 axial shape, d1/d2 axial widths.
+
+References: https://arxiv.org/abs/2001.04451 (Reformer; axial embeddings are in its released code),
+Ho et al. 2019 "Axial Attention in Multidimensional Transformers" (https://arxiv.org/abs/1912.12180).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import backend
+from .checks import check_float_array, check_positive_int
+
+AXIAL_KEYS = ("axial_1", "axial_2")  # parameter names of the two factor tables
+
+
+def check_axial(axial_shape, axial_dims, d_model: int, length: int | None = None):
+    """Validate an axial configuration; ``ValueError`` naming the field at fault.
+
+    Args:
+        axial_shape: (L1, L2) positive ints.
+        axial_dims: (d1, d2) positive ints with d1 + d2 == d_model.
+        d_model: D.
+        length: if given, the longest sequence to embed: L1 * L2 must be >= length.
+
+    Returns:
+        ``(axial_shape, axial_dims)`` as tuples of ints.
+    """
+    for name, value in (("axial_shape", axial_shape), ("axial_dims", axial_dims)):
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ValueError(f"{name}: expected a pair of positive integers, got {value!r}")
+    shape = tuple(check_positive_int("axial_shape", v) for v in axial_shape)
+    dims = tuple(check_positive_int("axial_dims", v) for v in axial_dims)
+    if sum(dims) != d_model:
+        raise ValueError(
+            f"axial_dims: expected two widths summing to d_model={d_model}, got {dims}"
+        )
+    if length is not None and shape[0] * shape[1] < length:
+        raise ValueError(
+            f"axial_shape: expected a product >= the sequence length {length}, "
+            f"got {shape} (product {shape[0] * shape[1]})"
+        )
+    return shape, dims
+
+
+def init_axial(rng, axial_shape, axial_dims, dtype="float32", scale: float = 0.02):
+    """The two factor tables {"axial_1": (L1, d1), "axial_2": (L2, d2)}, N(0, scale^2) entries."""
+    backend.check_rng(rng)
+    shape, dims = check_axial(axial_shape, axial_dims, sum(axial_dims))
+    return {
+        key: backend.asarray(scale * rng.standard_normal((n, d)), dtype=dtype)
+        for key, n, d in zip(AXIAL_KEYS, shape, dims)
+    }
+
+
+class AxialCache(NamedTuple):
+    length: int  # L, the number of positions embedded
+    grid: tuple  # (L1, L2)
+    d1: int  # width of the first table
+
+
+def axial_forward(p, length: int):
+    """Axial positional embeddings of positions 0..L-1.
+
+    Args:
+        p: {"axial_1": (L1, d1), "axial_2": (L2, d2)} float.
+        length: L <= L1 * L2.
+
+    Returns:
+        ``(pos (L, d1 + d2), cache)`` with pos[i * L2 + j] = [E1[i]; E2[j]].
+    """
+    e1, e2 = p[AXIAL_KEYS[0]], p[AXIAL_KEYS[1]]
+    check_float_array(AXIAL_KEYS[0], e1, ndim=2)
+    check_float_array(AXIAL_KEYS[1], e2, ndim=2)
+    length = check_positive_int("length", length)
+    (n1, d1), (n2, d2) = e1.shape, e2.shape
+    check_axial((n1, n2), (d1, d2), d1 + d2, length)
+    xp = backend.array_module(e1, e2)
+    rows = -(-length // n2)  # grid rows touched: ceil(L / L2)
+    grid = xp.concatenate(
+        [
+            xp.broadcast_to(e1[:rows, None, :], (rows, n2, d1)),  # (rows, L2, d1)
+            xp.broadcast_to(e2[None, :, :], (rows, n2, d2)),  # (rows, L2, d2)
+        ],
+        axis=-1,
+    )  # (rows, L2, D)
+    pos = grid.reshape(rows * n2, d1 + d2)[:length]  # (L, D)
+    return pos, AxialCache(length, (n1, n2), d1)
+
+
+def axial_backward(dpos, cache: AxialCache):
+    """dpos (L, D) -> {"axial_1": (L1, d1), "axial_2": (L2, d2)} gradients."""
+    length, (n1, n2), d1 = cache
+    check_float_array("dpos", dpos, ndim=2)
+    if dpos.shape[0] != length:
+        raise ValueError(f"dpos: expected {length} positions, got shape {tuple(dpos.shape)}")
+    xp = backend.array_module(dpos)
+    rows = -(-length // n2)  # ceil(L / L2)
+    padded = xp.zeros((rows * n2, dpos.shape[1]), dtype=dpos.dtype)  # (rows*L2, D)
+    padded[:length] = dpos  # positions past L contribute nothing
+    padded = padded.reshape(rows, n2, -1)  # (rows, L2, D)
+    d_e1 = xp.zeros((n1, d1), dtype=dpos.dtype)  # (L1, d1)
+    d_e1[:rows] = padded[..., :d1].sum(axis=1)
+    d_e2 = padded[..., d1:].sum(axis=0)  # (L2, d2)
+    return {AXIAL_KEYS[0]: d_e1, AXIAL_KEYS[1]: d_e2}
+
+
+class LearnedCache(NamedTuple):
+    length: int
+    table_shape: tuple
+
+
+def learned_forward(table, length: int):
+    """The plain learned positional embedding: the first L rows of ``table`` (max_len, D).
+
+    Returns ``(pos (L, D), cache)``; ``ValueError`` naming ``length`` if L > max_len.
+    """
+    check_float_array("table", table, ndim=2)
+    length = check_positive_int("length", length)
+    if length > table.shape[0]:
+        raise ValueError(
+            f"length: expected at most max_len={table.shape[0]} positions, got {length}"
+        )
+    return table[:length], LearnedCache(length, tuple(table.shape))
+
+
+def learned_backward(dpos, cache: LearnedCache):
+    """dpos (L, D) -> dtable (max_len, D), zero past row L."""
+    xp = backend.array_module(dpos)
+    dtable = xp.zeros(cache.table_shape, dtype=dpos.dtype)
+    dtable[: cache.length] = dpos
+    return dtable
