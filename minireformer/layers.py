@@ -1,0 +1,381 @@
+"""Basic layers, each a forward/backward pair with a hand-written backward (design.md).
+
+``out, cache = op_forward(...)`` keeps in ``cache`` only what ``op_backward(dout, cache)`` needs;
+backward returns the gradients of the float inputs in argument order. These are the pieces of the
+Transformer and Reformer layers (paper section 3: layer norm and the feed-forward sub-layer
+FeedForward(x) = W2 act(W1 x + b1) + b2 of equation 10; section 5: dropout; the LM loss).
+
+Shape letters: B batch, L length, D model width, F feed-forward width, V vocabulary; ``...`` stands
+for any leading dimensions (B, L). Input values are not scanned for NaN/inf (a full pass per op);
+the loss is checked instead.
+
+References: https://arxiv.org/abs/2001.04451 (Reformer); CS231n ``layers.py`` for the convention;
+Ba, Kiros, Hinton 2016 (layer norm, arXiv 1607.06450); Hendrycks & Gimpel 2016 (GELU, arXiv
+1606.08415); Srivastava et al. 2014 (dropout, JMLR 15).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from . import backend
+from .checks import (
+    check_array,
+    check_finite,
+    check_float_array,
+    check_mask,
+    check_positive_int,
+    check_token_ids,
+)
+
+# --- Initialisation ------------------------------------------------------------------------------
+
+
+def _check_float_dtype(dtype):
+    dt = backend.get_xp().dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"dtype: expected a floating-point dtype, got {dt}")
+    return dt
+
+
+def init_linear(rng, d_in: int, d_out: int, dtype="float32", bias: bool = True):
+    """Weights of a linear layer: w ~ N(0, 1/d_in) (LeCun normal, as in ``attention.py``) and b = 0.
+
+    The 1/d_in variance keeps the output's scale equal to the input's (LeCun et al. 1998).
+    Returns ``(w (d_in, d_out), b (d_out,))``, or only ``w`` when ``bias`` is False (as
+    :func:`linear_backward` returns ``(dx, dw)`` without a bias).
+    """
+    backend.check_rng(rng)
+    d_in, d_out = check_positive_int("d_in", d_in), check_positive_int("d_out", d_out)
+    dt = _check_float_dtype(dtype)
+    w = backend.asarray(rng.standard_normal((d_in, d_out)) / math.sqrt(d_in), dtype=dt)
+    return (w, backend.get_xp().zeros(d_out, dtype=dt)) if bias else w
+
+
+def init_feedforward(rng, d_model: int, d_ff: int, dtype="float32") -> dict:
+    """``{"w1" (D, F), "b1" (F,), "w2" (F, D), "b2" (D,)}`` drawn with :func:`init_linear`."""
+    w1, b1 = init_linear(rng, d_model, d_ff, dtype)
+    w2, b2 = init_linear(rng, d_ff, d_model, dtype)
+    return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+
+def init_layernorm(d_model: int, dtype="float32"):
+    """``(gamma, beta)`` of shape (D,): ones and zeros (the layer starts as plain normalisation)."""
+    dt = _check_float_dtype(dtype)
+    xp = backend.get_xp()
+    return xp.ones(check_positive_int("d_model", d_model), dtype=dt), xp.zeros(d_model, dtype=dt)
+
+
+# --- Linear and layer norm -----------------------------------------------------------------------
+
+
+class LinearCache(NamedTuple):
+    x: object  # (..., Din)
+    w: object  # (Din, Dout)
+    has_bias: bool
+
+
+def linear_forward(x, w, b=None):
+    """out = x w + b. x: (..., Din), w: (Din, Dout), b: (Dout,) or None -> out (..., Dout)."""
+    check_float_array("w", w, ndim=2, finite=False)
+    check_float_array("x", x, finite=False)
+    if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+        raise ValueError(f"x: expected shape (..., {w.shape[0]}) to match w, got {x.shape}")
+    out = x @ w
+    if b is not None:
+        check_float_array("b", b, shape=(w.shape[1],), finite=False)
+        out = out + b
+    return out, LinearCache(x, w, b is not None)
+
+
+def linear_backward(dout, cache: LinearCache):
+    """dx = dout w^T, dw = sum over leading dims of x^T dout, db = sum of dout.
+
+    Returns ``(dx, dw, db)``, or ``(dx, dw)`` when the forward had no bias.
+    """
+    x, w, has_bias = cache
+    dx = dout @ w.T  # (..., Din)
+    dout2 = dout.reshape(-1, w.shape[1])  # (N, Dout), N = product of leading dims
+    dw = x.reshape(-1, w.shape[0]).T @ dout2  # (Din, Dout)
+    return (dx, dw, dout2.sum(axis=0)) if has_bias else (dx, dw)
+
+
+class LayerNormCache(NamedTuple):
+    xhat: object  # (..., D) normalised input
+    rstd: object  # (..., 1) 1 / sqrt(var + eps)
+    gamma: object  # (D,)
+
+
+def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta over the last axis (Ba et al. 2016).
+
+    x: (..., D); gamma, beta: (D,) -> y (..., D). var is the biased (1/D) variance.
+    """
+    check_float_array("x", x, finite=False)
+    if x.ndim < 1:
+        raise ValueError(f"x: expected at least 1 dimension, got shape {x.shape}")
+    check_float_array("gamma", gamma, shape=(x.shape[-1],), finite=False)
+    check_float_array("beta", beta, shape=(x.shape[-1],), finite=False)
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    xp = backend.array_module(x)
+    centred = x - xp.mean(x, axis=-1, keepdims=True)  # (..., D)
+    rstd = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=-1, keepdims=True) + eps)  # (..., 1)
+    xhat = centred * rstd
+    return xhat * gamma + beta, LayerNormCache(xhat, rstd, gamma)
+
+
+def layernorm_backward(dout, cache: LayerNormCache):
+    """With g = dout * gamma and means over the last axis (D entries):
+
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+        dgamma = sum over leading dims of dout * xhat,   dbeta = sum over leading dims of dout.
+
+    The two subtracted terms are the gradient flowing through the mean and through the variance.
+    Returns ``(dx, dgamma, dbeta)``.
+    """
+    xp = backend.array_module(dout)
+    xhat, rstd, gamma = cache
+    g = dout * gamma  # (..., D)
+    dx = rstd * (
+        g - xp.mean(g, axis=-1, keepdims=True) - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)
+    )
+    lead = tuple(range(dout.ndim - 1))
+    return dx, xp.sum(dout * xhat, axis=lead), xp.sum(dout, axis=lead)
+
+
+# --- Embedding -----------------------------------------------------------------------------------
+
+
+class EmbeddingCache(NamedTuple):
+    ids: object  # (...) int
+    table_shape: tuple  # (V, D)
+    dtype: object
+
+
+def embedding_forward(ids, table):
+    """out[...] = table[ids[...]]. ids: (...) int in [0, V), table: (V, D) -> out (..., D)."""
+    check_float_array("table", table, ndim=2, finite=False)
+    check_token_ids("ids", ids, table.shape[0])
+    return table[ids], EmbeddingCache(ids, table.shape, table.dtype)
+
+
+def embedding_backward(dout, cache: EmbeddingCache):
+    """dtable[v] = sum of dout over the positions whose id is v (a scatter-add).
+
+    ``xp.add.at`` accumulates repeated ids; ``dtable[ids] += dout`` would keep only one of them.
+    """
+    xp = backend.array_module(dout)
+    dtable = xp.zeros(cache.table_shape, dtype=cache.dtype)  # (V, D)
+    xp.add.at(dtable, cache.ids.reshape(-1), dout.reshape(-1, cache.table_shape[1]))
+    return dtable
+
+
+# --- Activations and dropout ---------------------------------------------------------------------
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+def gelu_forward(x):
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016, section 2), as in BERT and trax:
+
+        gelu(x) = 0.5 x (1 + tanh(u)),   u = sqrt(2/pi) (x + 0.044715 x^3)
+
+    x: any shape. (The exact GELU is x Phi(x); the two differ by less than 5e-4.)
+    """
+    check_float_array("x", x, finite=False)
+    xp = backend.array_module(x)
+    return 0.5 * x * (1.0 + xp.tanh(_GELU_C * (x + _GELU_A * x**3))), x
+
+
+def gelu_backward(dout, cache):
+    """gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u)."""
+    xp = backend.array_module(dout)
+    x = cache
+    t = xp.tanh(_GELU_C * (x + _GELU_A * x**3))
+    du_dx = _GELU_C * (1.0 + 3 * _GELU_A * x * x)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+
+
+def relu_forward(x):
+    """relu(x) = max(x, 0). x: any shape. The derivative at 0 is taken as 0."""
+    check_float_array("x", x, finite=False)
+    return x * (x > 0), x
+
+
+def relu_backward(dout, cache):
+    """dx = dout where x > 0, else 0."""
+    return dout * (cache > 0)
+
+
+def draw_seed(rng) -> int:
+    """An int seed for :func:`dropout_forward`, drawn from the Generator ``rng``."""
+    return int(backend.check_rng(rng).integers(0, 2**63 - 1))
+
+
+class DropoutCache(NamedTuple):
+    rate: float
+    seed: object  # int, or None when rate == 0
+    shape: tuple
+    dtype: object
+
+
+def _keep_scale(xp, rate, seed, shape, dtype):
+    """The inverted-dropout multiplier: 1/(1-rate) where kept, 0 where dropped. Shape ``shape``."""
+    keep = backend.default_rng(seed).random(shape) >= rate  # host draw, replayable from the seed
+    return xp.asarray(keep).astype(dtype) / (1.0 - rate)
+
+
+def dropout_forward(x, rate: float, seed):
+    """Inverted dropout (Srivastava et al. 2014): out = x * keep / (1 - rate).
+
+    keep ~ Bernoulli(1 - rate) independently per entry.
+    x: any shape; rate in [0, 1); seed: int (e.g. from :func:`draw_seed`), may be None if rate = 0.
+    The mask is regenerated from ``backend.default_rng(seed)``, so the cache holds the seed, not the
+    mask, and backward (or a reversible recomputation) replays it exactly. rate 0 is the identity.
+    Scaling by 1/(1-rate) keeps E[out] = x, so nothing changes at evaluation time.
+    """
+    check_float_array("x", x, finite=False)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"rate: expected a number in [0, 1), got {rate!r}")
+    if rate == 0:
+        return x, DropoutCache(0.0, seed, x.shape, x.dtype)
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or int(seed) < 0:
+        raise TypeError(f"seed: expected a non-negative int when rate > 0, got {seed!r}")
+    xp = backend.array_module(x)
+    return x * _keep_scale(xp, rate, int(seed), x.shape, x.dtype), DropoutCache(
+        float(rate), int(seed), x.shape, x.dtype
+    )
+
+
+def dropout_backward(dout, cache: DropoutCache):
+    """dx = dout * keep / (1 - rate), with the same mask regenerated from the cached seed."""
+    if cache.rate == 0:
+        return dout
+    xp = backend.array_module(dout)
+    return dout * _keep_scale(xp, cache.rate, cache.seed, cache.shape, cache.dtype)
+
+
+# --- Softmax, log-sum-exp, cross-entropy ---------------------------------------------------------
+
+
+def logsumexp(x, axis: int = -1, keepdims: bool = False):
+    """log(sum(exp(x))) along ``axis``, max-subtracted: m + log(sum(exp(x - m))).
+
+    A slice that is all -inf gives -inf (not NaN).
+    """
+    xp = backend.array_module(x)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf slice: avoid inf - inf
+    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def softmax_forward(x):
+    """p = exp(x - max) / sum(exp(x - max)) along the last axis. x: (..., N) -> p (..., N)."""
+    check_float_array("x", x, finite=False)
+    xp = backend.array_module(x)
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+    p = e / xp.sum(e, axis=-1, keepdims=True)
+    return p, p
+
+
+def softmax_backward(dout, cache):
+    """dx = p * (dout - sum(dout * p)) along the last axis (Jacobian diag(p) - p p^T)."""
+    xp = backend.array_module(dout)
+    p = cache
+    return p * (dout - xp.sum(dout * p, axis=-1, keepdims=True))
+
+
+class CrossEntropyCache(NamedTuple):
+    logits: object  # (..., V)
+    lse: object  # (...) log-sum-exp of the logits
+    targets: object  # (...) int
+    weights: object  # (...) 1 for counted targets, 0 for ignored ones
+    n: int  # the normaliser
+
+
+def softmax_cross_entropy_forward(logits, targets, mask=None, *, normalizer=None):
+    """Mean negative log-likelihood of ``targets`` under softmax(logits), over unmasked positions.
+
+        loss = sum_i w_i (logsumexp(logits_i) - logits_i[t_i]) / N,   N = sum_i w_i
+
+    logits: (..., V) float; targets: (...) int in [0, V), masked or not; mask: (...) bool, True =
+    counted (None = all). ``normalizer`` replaces N (e.g. the total count over all chunks of a
+    chunked loss, where one chunk may be entirely masked). Returns a 0-d loss; ValueError if N = 0.
+    """
+    check_float_array("logits", logits, finite=False)
+    if logits.ndim < 1:
+        raise ValueError(f"logits: expected shape (..., V), got {logits.shape}")
+    check_token_ids("targets", targets, logits.shape[-1])
+    check_array("targets", targets, shape=logits.shape[:-1])
+    xp = backend.array_module(logits)
+    if mask is None:
+        weights, n = xp.ones(targets.shape, dtype=logits.dtype), targets.size
+    else:
+        check_mask("mask", mask, targets.shape)
+        weights, n = mask.astype(logits.dtype), int(xp.sum(mask))
+    if normalizer is None:
+        if n == 0:
+            raise ValueError("mask: expected at least one unmasked target, got none")
+    else:
+        n = check_positive_int("normalizer", normalizer)
+    lse = logsumexp(logits)  # (...)
+    picked = xp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (...)
+    loss = xp.sum((lse - picked) * weights) / n
+    check_finite("loss", loss)
+    return loss, CrossEntropyCache(logits, lse, targets, weights, n)
+
+
+def softmax_cross_entropy_backward(dloss, cache: CrossEntropyCache):
+    """dlogits = dloss * w_i * (softmax(logits_i) - onehot(t_i)) / N.  Returns (..., V)."""
+    logits, lse, targets, weights, n = cache
+    xp = backend.array_module(logits)
+    grad = xp.exp(logits - lse[..., None])  # softmax, (..., V)
+    grad -= xp.arange(logits.shape[-1]) == targets[..., None]  # minus the one-hot target
+    return grad * (weights * (float(dloss) / n))[..., None]
+
+
+# --- Feed-forward sub-layer ----------------------------------------------------------------------
+
+_ACTIVATIONS = {"gelu": (gelu_forward, gelu_backward), "relu": (relu_forward, relu_backward)}
+FEEDFORWARD_KEYS = ("w1", "b1", "w2", "b2")
+
+
+class FeedForwardCache(NamedTuple):
+    lin1: LinearCache
+    act: object
+    drop: DropoutCache
+    lin2: LinearCache
+    activation: str
+
+
+def feedforward_forward(x, p, activation: str = "gelu", dropout: float = 0.0, seed=None):
+    """out = dropout(act(x w1 + b1)) w2 + b2 (paper equation 10's FeedForward; Vaswani et al. 3.3).
+
+    x: (..., D); p: {"w1" (D, F), "b1" (F,), "w2" (F, D), "b2" (D,)}; activation "gelu" or "relu";
+    dropout rate on the hidden activations with int ``seed`` (see :func:`dropout_forward`).
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(p, dict) or set(p) != set(FEEDFORWARD_KEYS):
+        got = sorted(p) if isinstance(p, dict) else type(p).__name__
+        raise ValueError(f"p: expected a dict with keys {list(FEEDFORWARD_KEYS)}, got {got}")
+    check_float_array("w1", p["w1"], ndim=2, finite=False)
+    check_float_array("w2", p["w2"], shape=p["w1"].shape[::-1], finite=False)
+    h, lin1 = linear_forward(x, p["w1"], p["b1"])  # (..., F)
+    a, act = _ACTIVATIONS[activation][0](h)
+    a, drop = dropout_forward(a, dropout, seed)
+    out, lin2 = linear_forward(a, p["w2"], p["b2"])  # (..., D)
+    return out, FeedForwardCache(lin1, act, drop, lin2, activation)
+
+
+def feedforward_backward(dout, cache: FeedForwardCache):
+    """Backward through the four steps in reverse. Returns ``(dx, {"w1", "b1", "w2", "b2"})``."""
+    da, dw2, db2 = linear_backward(dout, cache.lin2)  # (..., F)
+    da = dropout_backward(da, cache.drop)
+    dh = _ACTIVATIONS[cache.activation][1](da, cache.act)
+    dx, dw1, db1 = linear_backward(dh, cache.lin1)  # (..., D)
+    return dx, {"w1": dw1, "b1": db1, "w2": dw2, "b2": db2}
