@@ -243,17 +243,17 @@ def transformer_activation_bytes(
 
     Counted per block (model.py's baseline; standard residuals, everything cached):
 
-    - two layer norms: their normalised outputs, 2 x (B, L, D);
+    - two layer norms, each keeping its normalised input and its output (the next linear layer's
+      input): 4 x (B, L, D);
     - attention: Q, K, V and the merged context, 4 x (B, L, H Dh), and the softmax weights
       (B, H, L, L), the only term quadratic in L;
-    - feed-forward: its input (B, L, D) and the hidden layer before and after the activation,
-      2 x (B, L, F).
+    - feed-forward: the hidden layer before and after the activation, 2 x (B, L, F).
 
-    Per block that is b l (3 d_model + 4 n_h d_head + 2 d_ff) + b n_h l^2 numbers, times
+    Per block that is b l (4 d_model + 4 n_h d_head + 2 d_ff) + b n_h l^2 numbers, times
     ``n_layers``, because every block's cache is alive until the backward pass reaches it. With
-    ``vocab_size`` the output head's (B, L, V) logits and softmax are added once. Small per-row
-    statistics (layer-norm means and variances) are ignored. Compare Table 3's first row,
-    max(b l d_ff, b n_h l^2) n_l: the same terms, up to constants.
+    ``vocab_size`` the output head's (B, L, V) logits and softmax are added once. Small terms are
+    ignored: per-row layer-norm statistics and the (L, L) boolean causal mask. Compare Table 3's
+    first row, max(b l d_ff, b n_h l^2) n_l: the same terms, up to constants.
 
     Args:
         d_head: head width Dh (default d_model // n_heads).
@@ -265,7 +265,7 @@ def transformer_activation_bytes(
     h = check_positive_int("n_heads", n_heads)
     n = check_positive_int("n_layers", n_layers)
     dh = max(1, d // h) if d_head is None else check_positive_int("d_head", d_head)
-    per_block = b * length * (3 * d + 4 * h * dh + 2 * f) + b * h * length * length
+    per_block = b * length * (4 * d + 4 * h * dh + 2 * f) + b * h * length * length
     head = 0
     if vocab_size is not None:  # logits and softmax of the output head, kept once
         head = 2 * b * length * check_positive_int("vocab_size", vocab_size)

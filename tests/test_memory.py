@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from minireformer import memory
+from minireformer import memory, model
 
 MB = 10**6
 
@@ -109,12 +109,12 @@ def test_paper_arithmetic():
 
 
 def test_transformer_activation_bytes_by_hand():
-    # b=2, l=16, d=8, f=32, h=2, dh=4: per block 2*16*(24+32+64) + 2*2*256 = 3840 + 1024 = 4864
+    # b=2, l=16, d=8, f=32, h=2, dh=4: per block 2*16*(32+32+64) + 2*2*256 = 4096 + 1024 = 5120
     got = memory.transformer_activation_bytes(2, 16, 8, 32, 2, 3, dtype_bytes=8)
-    assert got == 3 * 4864 * 8
+    assert got == 3 * 5120 * 8
     # the output head adds 2 b l V once
     with_head = memory.transformer_activation_bytes(2, 16, 8, 32, 2, 3, vocab_size=10)
-    assert with_head == (3 * 4864 + 2 * 2 * 16 * 10) * 4
+    assert with_head == (3 * 5120 + 2 * 2 * 16 * 10) * 4
 
 
 # b=2, l=32, d_model=8, d_ff=48, n_h=2, n_l=3, n_r=2, C=4 (c = 8):
@@ -150,3 +150,26 @@ def test_table3_bad_input():
         memory.table3_memory("transformer", **SMALL, dtype_bytes=3)
     with pytest.raises(TypeError, match="length"):
         memory.table3_memory("transformer", **{**SMALL, "length": 3.5})
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored-activation Transformer, measured against the count
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stored_activation_memory_grows_linearly_with_depth():
+    base = dict(vocab_size=32, d_model=32, n_heads=2, d_head=16, d_ff=128, max_len=128)
+    tokens = np.random.default_rng(0).integers(0, 32, size=(1, 128))
+    peaks = {}
+    for n_layers in (2, 4, 8):
+        config = model.TransformerConfig(**base, n_layers=n_layers)
+        params = model.init_transformer(config, np.random.default_rng(1))
+        peaks[n_layers] = memory.measure_training_step(
+            model.loss_and_grads, params, tokens, config
+        )[1]
+    per_layer = memory.transformer_activation_bytes(1, 128, 32, 128, 2, 1, d_head=16)
+    # equal steps in depth give equal steps in memory ...
+    assert 1.9 < (peaks[8] - peaks[4]) / (peaks[4] - peaks[2]) < 2.1
+    # ... of the size of one block's cached activations
+    assert 0.95 < (peaks[8] - peaks[2]) / (6 * per_layer) < 1.15
+    assert peaks[8] / peaks[2] > 2.5  # a fixed overhead (the head, backward temporaries) aside
