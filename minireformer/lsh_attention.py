@@ -1,0 +1,317 @@
+"""LSH attention: hash, sort, chunk, attend with look-around, unsort, combine rounds.
+
+Paper section 2 ("LSH attention", Figure 2, "Multi-round LSH attention") and Appendix A; the
+released code is trax's ``LSHSelfAttention`` (``trax/layers/research/efficient_attention.py``),
+also ported as Hugging Face's ``LSHSelfAttention`` (``modeling_reformer.py``).
+
+Shared-QK: keys are the unit-norm queries k_j = qk_j / |qk_j| and the logit is qk_i . k_j, with no
+further 1/sqrt(Dh) (trax / Hugging Face convention).
+
+1. Hash every position in R rounds: h_r(i) = argmax([x_i R_r; -x_i R_r]) in [0, K) (lsh.py).
+2. Give round r the bucket offset r*K and sort all R*L (round, position) copies together by
+   (bucket + offset, position). Internal padding (L up to a multiple of C) sorts after the real
+   tokens of its round, as if in bucket K.
+3. Cut the sorted sequence into chunks of C; each chunk attends to itself and to n_chunks_before /
+   n_chunks_after neighbouring chunks, wrapping around (chunked_attention.py). Masks compare
+   original positions: causal and padding keys NEG_MASK, the query's own position NEG_SELF.
+4. ``attend_across_buckets=False``: keys of another bucket (or round) are set to NEG_MASK.
+   ``allow_duplicate_attention=False``: log N_ij is subtracted from logit ij, where N_ij counts
+   how often key j is among the keys query i attends to, over all rounds (occurrences in
+   windows: a key seen twice in one round, possible on very short sequences, counts twice).
+5. Each round r gives an output o_r(i) and a log-sum-exp l_r(i); they are combined as
+   out_i = sum_r softmax_r(l_r(i)) o_r(i).
+
+With both switches False (the paper's Appendix A semantics, the default) the result is exactly
+dense softmax attention over the union of the keys query i attends to in any round: every key
+contributes exp(s_ij) / N_ij in each of its N_ij occurrences. With both True (the released code's
+defaults) keys of other buckets in the window are used and duplicates count several times. The
+mixed settings work as their names say; with ``allow_duplicate_attention=False`` the count then
+includes copies of key j from other rounds met in a window, so the union identity still holds.
+
+Backward: by hand, replaying the cached sort; see :func:`lsh_attention_backward`.
+
+Shape letters: B batch, H heads, L length, Lp padded length (multiple of C), Dh head width,
+R hash rounds, K buckets, C chunk length, n_c = R*Lp/C chunks, W window width.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import backend, lsh
+from .attention import unit_norm_backward, unit_norm_forward
+from .checks import check_float_array, check_positive_int
+from .chunked_attention import (
+    check_chunked_inputs,
+    gather,
+    key_validity,
+    local_attention_backward,
+    local_attention_forward,
+    look_around,
+    pad_length_axis,
+    padded_length,
+    window_attention_backward,
+    window_attention_forward,
+    window_multiplicity,
+)
+
+__all__ = [
+    "LSHAttentionCache",
+    "lsh_attention_forward",
+    "lsh_attention_backward",
+    "local_attention_forward",
+    "local_attention_backward",
+]
+
+
+class LSHAttentionCache(NamedTuple):
+    buckets: object  # (B, H, R, L) int bucket ids in [0, K), per round
+    rotations: object  # (Dh, R, K/2) or (H, Dh, R, K/2): pass back to forward to replay
+    order: object  # (B, H, R*Lp) int: sorted slot -> copy index r*Lp + position
+    inverse: object  # (B, H, R*Lp) int: copy index -> sorted slot
+    probs: object  # (B, H, n_c, C, W) final weight of each window slot (rounds combined)
+    keep: object  # bool broadcastable to probs: False where a logit was a mask constant
+    lse: object  # (B, H, L) log-sum-exp of the (corrected) logits over all rounds
+    qk: object  # (B, H, Lp, Dh) padded queries
+    v: object  # (B, H, Lp, Dv) padded values
+    out: object  # (B, H, Lp, Dv) padded output
+    unit: object  # UnitNormCache of the padded keys
+    chunk_len: int
+    n_before: int
+    n_after: int
+
+
+def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
+    """Rotations as given (checked against Dh, H, R, K) or drawn per head; returns (rot, K)."""
+    _, n_heads, length, d_head = qk.shape
+    if rotations is None:
+        if n_buckets is None:
+            n_buckets = lsh.default_n_buckets(length, chunk_len)
+        if rng is None:
+            raise ValueError("rng: expected a numpy.random.Generator when rotations is None")
+        n_buckets = lsh.check_n_buckets(n_buckets)
+        return lsh.random_rotations(rng, d_head, n_hashes, n_buckets, n_heads=n_heads), n_buckets
+    check_float_array("rotations", rotations)
+    if n_buckets is not None:
+        n_buckets = lsh.check_n_buckets(n_buckets)
+    half = None if n_buckets is None else n_buckets // 2
+    want = (d_head, n_hashes, half) if rotations.ndim == 3 else (n_heads, d_head, n_hashes, half)
+    if rotations.ndim not in (3, 4) or any(
+        w is not None and w != g for w, g in zip(want, rotations.shape)
+    ):
+        names = "(Dh, R, K/2) or (H, Dh, R, K/2)"
+        shown = tuple("any" if w is None else w for w in want)
+        raise ValueError(
+            f"rotations: expected shape {names} = {shown} for Dh={d_head}, H={n_heads}, "
+            f"n_hashes={n_hashes}, n_buckets={n_buckets}, got {tuple(rotations.shape)}"
+        )
+    return rotations, 2 * rotations.shape[-1]
+
+
+def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, across):
+    """N for every (query slot, window slot): how often that key is attended by that query.
+
+    Counted without any L x L array: for each pair of rounds (r of the query's copy, r2 of the
+    key's copy) the key's copy lies in the query copy's window window_multiplicity(chunk
+    difference) times; without ``across`` only r2 == r in the same bucket is attended.
+
+    Args:
+        inverse: (B, H, R*Lp) sorted slot of each copy; codes: (B, H, R, Lp) bucket + offset.
+        tokens: (B, H, n_c, C) position held by each sorted slot.
+
+    Returns:
+        int array (B, H, n_c, C, W).
+    """
+    batch, n_heads, n_rounds, padded = codes.shape
+    n_chunks = tokens.shape[2]
+    chunk_of = (inverse // chunk_len).reshape(codes.shape)  # (B, H, R, Lp)
+    q_tok = tokens.reshape(batch, n_heads, -1)  # (B, H, R*Lp)
+    k_tok = look_around(tokens, n_before, n_after).reshape(batch, n_heads, -1)  # (B, H, n_c*W)
+
+    def at(table, tok, shape):  # per-position table (B, H, Lp) read at slots' positions
+        return gather(table, tok).reshape(shape)
+
+    q_shape, k_shape = (batch, n_heads, n_chunks, chunk_len, 1), (batch, n_heads, n_chunks, 1, -1)
+    counts = 0
+    # a loop over rounds: each step is vectorised over B, H and all slots, and keeps the
+    # intermediate at the size of the logits instead of R (or R^2) times it
+    for r in range(n_rounds):
+        q_chunk = at(chunk_of[:, :, r], q_tok, q_shape)  # (B, H, n_c, C, 1)
+        for r2 in range(n_rounds) if across else (r,):
+            k_chunk = at(chunk_of[:, :, r2], k_tok, k_shape)  # (B, H, n_c, 1, W)
+            seen = window_multiplicity(k_chunk - q_chunk, n_chunks, n_before, n_after)
+            if not across:
+                same = at(codes[:, :, r], q_tok, q_shape) == at(codes[:, :, r], k_tok, k_shape)
+                seen = seen * same
+            counts = counts + seen  # (B, H, n_c, C, W)
+    return counts
+
+
+def lsh_attention_forward(
+    qk,
+    v,
+    *,
+    chunk_len,
+    n_hashes=1,
+    n_buckets=None,
+    rotations=None,
+    rng=None,
+    causal=False,
+    mask=None,
+    n_chunks_before=1,
+    n_chunks_after=0,
+    attend_across_buckets=False,
+    allow_duplicate_attention=False,
+):
+    """Multi-round LSH self-attention with shared QK (paper section 2 and Appendix A).
+
+    Args:
+        qk: (B, H, L, Dh) float shared queries/keys; v: (B, H, L, Dv) float values; any L >= 1.
+        chunk_len: C, the chunk length.
+        n_hashes: R, hash rounds.
+        n_buckets: K, even; default 2 * ceil(L / C) (the paper's m = 2L/K), or that of
+            ``rotations`` when they are given.
+        rotations: (Dh, R, K/2) or (H, Dh, R, K/2) to hash with (e.g. ``cache.rotations``, to
+            replay a forward exactly); if None, drawn per head from ``rng``.
+        rng: numpy.random.Generator, needed when ``rotations`` is None.
+        causal: query i attends only to keys at positions j <= i.
+        mask: None or (B, L) bool, True for real tokens; padding keys are masked.
+        n_chunks_before, n_chunks_after: the look-around window, in chunks.
+        attend_across_buckets, allow_duplicate_attention: trax's switches (module docstring);
+            both False is the paper's semantics, both True the released code's.
+
+    Returns:
+        ``(out (B, H, L, Dv), cache)``; ``cache.buckets`` (B, H, R, L), ``cache.rotations``,
+        ``cache.lse`` (B, H, L) the log-sum-exp over every attended slot of every round.
+    """
+    chunk_len = check_chunked_inputs(qk, v, mask, chunk_len, n_chunks_before, n_chunks_after)
+    n_hashes = check_positive_int("n_hashes", n_hashes)
+    rotations, n_buckets = _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len)
+    xp = backend.array_module(qk, v)
+    batch, n_heads, length, _ = qk.shape
+    padded = padded_length(length, chunk_len)
+    n_chunks = n_hashes * padded // chunk_len
+
+    buckets = lsh.hash_vectors(qk, rotations)  # (B, H, R, L)
+    # sort key (round, bucket, position); padding as bucket K, after its round's real tokens
+    pad_bucket = xp.full((batch, n_heads, n_hashes, padded - length), n_buckets, buckets.dtype)
+    codes = xp.concatenate([buckets, pad_bucket], axis=-1)  # (B, H, R, Lp)
+    codes = codes + (n_buckets + 1) * xp.arange(n_hashes).reshape(-1, 1)  # bucket + offset
+    sort_key = (codes * padded + xp.arange(padded)).reshape(batch, n_heads, -1)  # (B, H, R*Lp)
+    order = xp.argsort(sort_key, axis=-1)  # keys are distinct, so any sort is the stable one
+    inverse = xp.empty_like(order)
+    xp.put_along_axis(inverse, order, xp.arange(order.shape[-1]), axis=-1)
+    tokens = order % padded  # (B, H, R*Lp) position held by each sorted slot
+
+    def sorted_chunks(x):  # (B, H, Lp, ...) per position -> (B, H, n_c, C, ...) sorted
+        y = gather(x, tokens)
+        return y.reshape((batch, n_heads, n_chunks, chunk_len) + y.shape[3:])
+
+    q = pad_length_axis(qk, padded)  # (B, H, Lp, Dh)
+    keys, unit = unit_norm_forward(q)  # (B, H, Lp, Dh); padding stays 0
+    v_pad = pad_length_axis(v, padded)  # (B, H, Lp, Dv)
+    valid = key_validity(mask, batch, n_heads, length, padded)  # (B, H, Lp) or None
+    slot_tokens = tokens.reshape(batch, n_heads, n_chunks, chunk_len)
+    log_count = None
+    if not allow_duplicate_attention:
+        counts = _duplicate_counts(
+            inverse,
+            codes,
+            slot_tokens,
+            chunk_len=chunk_len,
+            n_before=n_chunks_before,
+            n_after=n_chunks_after,
+            across=attend_across_buckets,
+        )  # (B, H, n_c, C, W); 0 only for keys masked as another bucket's
+        log_count = xp.log(xp.maximum(counts, 1).astype(qk.dtype))
+    group = None
+    if not attend_across_buckets:
+        group = gather(codes.reshape(batch, n_heads, -1), order).reshape(slot_tokens.shape)
+    out_s, lse_s, probs, keep = window_attention_forward(
+        sorted_chunks(q),
+        sorted_chunks(keys),
+        sorted_chunks(v_pad),
+        slot_tokens,
+        n_before=n_chunks_before,
+        n_after=n_chunks_after,
+        causal=causal,
+        key_valid=None if valid is None else sorted_chunks(valid),
+        group=group,
+        log_count=log_count,
+    )  # out_s (B, H, n_c, C, Dv), lse_s (B, H, n_c, C)
+
+    # unsort: each copy's output and log-sum-exp, then softmax over rounds of the lse
+    out_r = gather(out_s.reshape(batch, n_heads, -1, out_s.shape[-1]), inverse)
+    out_r = out_r.reshape(batch, n_heads, n_hashes, padded, -1)  # (B, H, R, Lp, Dv)
+    lse_r = gather(lse_s.reshape(batch, n_heads, -1), inverse)
+    lse_r = lse_r.reshape(batch, n_heads, n_hashes, padded)  # (B, H, R, Lp)
+    top = xp.max(lse_r, axis=2, keepdims=True)  # (B, H, 1, Lp)
+    weights = xp.exp(lse_r - top)  # (B, H, R, Lp)
+    total = xp.sum(weights, axis=2, keepdims=True)
+    # normalised by their sum (not exp(lse_r - lse)): lse near NEG_SELF has ulp 1e-11
+    weights /= total  # softmax over rounds
+    lse = (top + xp.log(total))[:, :, 0]  # (B, H, Lp)
+    out = xp.sum(weights[..., None] * out_r, axis=2)  # (B, H, Lp, Dv)
+    # the final weight of each slot: its round's probability times the round's weight
+    probs *= gather(weights.reshape(batch, n_heads, -1), order).reshape(lse_s.shape)[..., None]
+
+    cache = LSHAttentionCache(
+        buckets,
+        rotations,
+        order,
+        inverse,
+        probs,
+        keep,
+        lse[:, :, :length],
+        q,
+        v_pad,
+        out,
+        unit,
+        chunk_len,
+        n_chunks_before,
+        n_chunks_after,
+    )
+    return out[:, :, :length], cache
+
+
+def lsh_attention_backward(dout, cache: LSHAttentionCache):
+    """dout (B, H, L, Dv) -> (dqk (B, H, L, Dh), dv (B, H, L, Dv)).
+
+    The rounds combined are one softmax per query over every slot it attends to in every round:
+    with l_r = log sum_s exp(S_rs), out = sum_r softmax_r(l_r) o_r = sum_rs P_rs v_s where
+    P_rs = exp(S_rs - logsumexp_r l_r). So the backward is a softmax backward over those slots
+    (chunked_attention.window_attention_backward with the cached P), replayed on the cached sort:
+    nothing is hashed again. Mask constants and the duplicate counts N_ij are constants: they
+    get no gradient. Each position's gradient is the sum over its R sorted copies; qk receives
+    its gradient as the query and, through the unit-norm backward, as the key.
+    """
+    xp = backend.array_module(dout)
+    _, _, order, inverse, probs, keep, _, q, v, out, unit, chunk_len, nb, na = cache
+    batch, n_heads, padded, _ = q.shape
+    length = cache.buckets.shape[-1]
+    tokens = order % padded  # (B, H, R*Lp)
+    slots = (batch, n_heads, -1, chunk_len)
+
+    def sorted_chunks(x):  # (B, H, Lp, ...) -> (B, H, n_c, C, ...)
+        y = gather(x, tokens)
+        return y.reshape(slots + y.shape[3:])
+
+    def unsort_sum(dx):  # (B, H, n_c, C, D) per slot -> (B, H, Lp, D) summed over rounds
+        dx = gather(dx.reshape(batch, n_heads, -1, dx.shape[-1]), inverse)  # (B, H, R*Lp, D)
+        return xp.sum(dx.reshape(batch, n_heads, -1, padded, dx.shape[-1]), axis=2)
+
+    dout = pad_length_axis(dout, padded)  # (B, H, Lp, Dv); padding queries get 0
+    row = xp.sum(dout * out, axis=-1)  # (B, H, Lp)
+    dq, dk, dv = window_attention_backward(
+        sorted_chunks(dout),
+        sorted_chunks(row),
+        probs,
+        keep,
+        sorted_chunks(q),
+        sorted_chunks(unit.unit),
+        sorted_chunks(v),
+        n_before=nb,
+        n_after=na,
+    )
+    dqk = unsort_sum(dq) + unit_norm_backward(unsort_sum(dk), unit)  # (B, H, Lp, Dh)
+    return dqk[:, :, :length], unsort_sum(dv)[:, :, :length]

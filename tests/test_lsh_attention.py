@@ -1,0 +1,447 @@
+"""LSH attention (issue 3): exactness against slow references, gradients, masks, memory, bad input.
+
+Two references written independently of the library's vectorised code, from the buckets it
+reports (``cache.buckets``) and the documented sort (round, bucket, position; internal padding
+after the real tokens of its round):
+
+- ``loop_reference``: the algorithm as stated, one query copy and one window slot at a time, with
+  the duplicate counts N_ij found by brute-force enumeration;
+- ``union_reference``: dense softmax over the union of the keys each query attends to in any
+  round (the paper's Appendix A identity), built as an L x L masked attention.
+"""
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minireformer import attention, gradcheck, lsh
+from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
+
+NEG_MASK, NEG_SELF = attention.NEG_MASK, attention.NEG_SELF
+
+
+def make_inputs(rng, b, h, length, d, *, pad=False):
+    qk = rng.standard_normal((b, h, length, d))
+    v = rng.standard_normal((b, h, length, d))
+    mask = None
+    if pad:
+        mask = rng.random((b, length)) > 0.25
+        mask[:, 0] = True
+    return qk, v, mask
+
+
+def sorted_layout(buckets_bh, n_buckets, length, chunk_len):
+    """For one (batch, head): the sorted list of copies (round, position) and each copy's code."""
+    n_rounds = buckets_bh.shape[0]
+    padded = chunk_len * math.ceil(length / chunk_len)
+    copies, codes = [], []
+    for r in range(n_rounds):
+        real = sorted(range(length), key=lambda i: (buckets_bh[r, i], i))
+        for i in real + list(range(length, padded)):
+            copies.append((r, i))
+            bucket = buckets_bh[r, i] if i < length else n_buckets
+            codes.append(r * (n_buckets + 1) + bucket)
+    return copies, codes, padded
+
+
+def window_slots(slot, n_slots, chunk_len, nb, na):
+    n_chunks = n_slots // chunk_len
+    c = slot // chunk_len
+    out = []
+    for d in range(-nb, na + 1):
+        start = ((c + d) % n_chunks) * chunk_len
+        out.extend(range(start, start + chunk_len))
+    return out
+
+
+def attended_counts(copies, codes, chunk_len, nb, na, across):
+    """N[(i, j)]: occurrences of key j among the keys query i attends to, all rounds."""
+    counts = {}
+    for s, (_, i) in enumerate(copies):
+        for t in window_slots(s, len(copies), chunk_len, nb, na):
+            if across or codes[t] == codes[s]:
+                key = (i, copies[t][1])
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def masked_logit(qk, unit, i, j, length, causal, mask_b):
+    """Dense-attention masking of one logit: causal / padding NEG_MASK, then self NEG_SELF."""
+    value = float(qk[i] @ unit[j])
+    if j >= length or (mask_b is not None and not mask_b[j]) or (causal and j > i):
+        value = NEG_MASK
+    if i == j:
+        value = NEG_SELF
+    return value
+
+
+def loop_reference(qk, v, buckets, n_buckets, chunk_len, *, causal, mask, nb, na, across, dup):
+    b_, h_, length, _ = qk.shape
+    unit = qk / np.sqrt(np.sum(qk * qk, axis=-1, keepdims=True) + 1e-12)
+    out = np.zeros_like(v)
+    for b in range(b_):
+        mask_b = None if mask is None else mask[b]
+        for h in range(h_):
+            copies, codes, _ = sorted_layout(buckets[b, h], n_buckets, length, chunk_len)
+            counts = attended_counts(copies, codes, chunk_len, nb, na, across)
+            per_copy = {}  # position -> list of (lse, output)
+            for s, (_, i) in enumerate(copies):
+                if i >= length:
+                    continue
+                logits, values = [], []
+                for t in window_slots(s, len(copies), chunk_len, nb, na):
+                    j = copies[t][1]
+                    jj = min(j, length - 1)
+                    value = masked_logit(qk[b, h], unit[b, h], i, jj, length, causal, mask_b)
+                    if j >= length:
+                        value = NEG_MASK
+                    if not across and codes[t] != codes[s]:
+                        value = NEG_MASK
+                    if not dup:
+                        value -= math.log(max(counts.get((i, j), 0), 1))
+                    logits.append(value)
+                    values.append(v[b, h, jj] if j < length else np.zeros(v.shape[-1]))
+                logits = np.array(logits)
+                top = logits.max()
+                p = np.exp(logits - top)
+                lse = top + math.log(p.sum())
+                per_copy.setdefault(i, []).append((lse, (p / p.sum()) @ np.array(values)))
+            for i, items in per_copy.items():
+                lses = np.array([item[0] for item in items])
+                w = np.exp(lses - lses.max())
+                w /= w.sum()
+                out[b, h, i] = sum(wk * item[1] for wk, item in zip(w, items))
+    return out
+
+
+def union_reference(qk, v, buckets, n_buckets, chunk_len, *, causal, mask, nb, na, across):
+    """Dense softmax attention restricted to the union of attended keys (paper Appendix A)."""
+    b_, h_, length, _ = qk.shape
+    unit = qk / np.sqrt(np.sum(qk * qk, axis=-1, keepdims=True) + 1e-12)
+    logits = qk @ unit.swapaxes(-1, -2)  # (B, H, L, L), fine in a test
+    pos = np.arange(length)
+    keep = np.ones((b_, h_, length, length), bool)
+    if causal:
+        keep &= pos[None, :] <= pos[:, None]
+    if mask is not None:
+        keep &= mask[:, None, None, :]
+    union = np.zeros_like(keep)
+    for b in range(b_):
+        for h in range(h_):
+            copies, codes, _ = sorted_layout(buckets[b, h], n_buckets, length, chunk_len)
+            for (i, j), n in attended_counts(copies, codes, chunk_len, nb, na, across).items():
+                if i < length and j < length and n > 0:
+                    union[b, h, i, j] = True
+    logits = np.where(keep, logits, NEG_MASK)
+    logits[..., pos, pos] = NEG_SELF
+    logits = np.where(union, logits, NEG_MASK)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+def run(qk, v, mask, *, chunk_len, n_hashes, n_buckets, rng, causal, nb=1, na=0, mode="paper"):
+    across = dup = mode == "released"
+    if mode == "across":
+        across, dup = True, False
+    if mode == "dup":
+        across, dup = False, True
+    out, cache = lsh_attention_forward(
+        qk, v, chunk_len=chunk_len, n_hashes=n_hashes, n_buckets=n_buckets, rng=rng,
+        causal=causal, mask=mask, n_chunks_before=nb, n_chunks_after=na,
+        attend_across_buckets=across, allow_duplicate_attention=dup,
+    )  # fmt: skip
+    return out, cache, across, dup
+
+
+# ---------------------------------------------------------------------------------------------
+# Exactness
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n_hashes", [1, 3])
+def test_one_bucket_equals_full_shared_qk_attention(causal, n_hashes):
+    rng = np.random.default_rng(1)
+    qk, v, mask = make_inputs(rng, 2, 3, 13, 5, pad=True)
+    ref, _ = attention.shared_qk_attention_forward(qk, v, causal=causal, mask=mask)
+    zero = np.zeros((5, n_hashes, 1))  # every projection 0: all tokens hash to bucket 0
+    out, cache = lsh_attention_forward(
+        qk, v, chunk_len=16, n_hashes=n_hashes, rotations=zero, causal=causal, mask=mask
+    )
+    assert np.all(cache.buckets == 0)
+    assert np.max(np.abs(out - ref)) < 1e-10
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("chunk_len", [13, 20])
+def test_one_round_with_chunk_covering_the_sequence_equals_full(causal, chunk_len):
+    rng = np.random.default_rng(2)
+    qk, v, mask = make_inputs(rng, 2, 2, 13, 4, pad=True)
+    ref, _ = attention.shared_qk_attention_forward(qk, v, causal=causal, mask=mask)
+    for mode in ("released", "across"):
+        out, *_ = run(qk, v, mask, chunk_len=chunk_len, n_hashes=1, n_buckets=4, rng=rng,
+                      causal=causal, mode=mode)  # fmt: skip
+        assert np.max(np.abs(out - ref)) < 1e-10, mode
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mode", ["paper", "across"])
+def test_no_duplicates_equals_dense_softmax_over_union(causal, mode):
+    rng = np.random.default_rng(3)
+    for length, chunk_len, n_hashes, n_buckets, nb, na in [
+        (24, 4, 3, 6, 1, 0),
+        (19, 4, 4, 4, 1, 1),
+        (10, 3, 2, 8, 2, 0),
+        (5, 4, 1, 2, 1, 1),  # fewer chunks than the window is wide: a key seen twice
+        (6, 3, 2, 2, 2, 2),
+    ]:
+        qk, v, mask = make_inputs(rng, 2, 2, length, 4, pad=True)
+        out, cache, across, _ = run(qk, v, mask, chunk_len=chunk_len, n_hashes=n_hashes,
+                                    n_buckets=n_buckets, rng=rng, causal=causal, nb=nb, na=na,
+                                    mode=mode)  # fmt: skip
+        ref = union_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
+                              mask=mask, nb=nb, na=na, across=across)  # fmt: skip
+        assert np.max(np.abs(out - ref)) < 1e-10, (length, chunk_len, n_hashes)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mode", ["released", "paper", "dup", "across"])
+def test_equals_loop_reference(causal, mode):
+    rng = np.random.default_rng(4)
+    for length, chunk_len, n_hashes, n_buckets, nb, na in [
+        (16, 4, 2, 4, 1, 0),
+        (13, 3, 3, 6, 1, 1),
+        (6, 4, 2, 2, 1, 0),
+    ]:
+        qk, v, mask = make_inputs(rng, 1, 2, length, 3, pad=True)
+        out, cache, across, dup = run(qk, v, mask, chunk_len=chunk_len, n_hashes=n_hashes,
+                                      n_buckets=n_buckets, rng=rng, causal=causal, nb=nb,
+                                      na=na, mode=mode)  # fmt: skip
+        ref = loop_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
+                             mask=mask, nb=nb, na=na, across=across, dup=dup)  # fmt: skip
+        assert np.max(np.abs(out - ref)) < 1e-10, (length, chunk_len, n_hashes)
+
+
+def test_replay_with_cached_rotations_and_per_head_or_shared_rotations():
+    rng = np.random.default_rng(5)
+    qk, v, mask = make_inputs(rng, 2, 3, 20, 6, pad=True)
+    out, cache = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rng=rng, mask=mask)
+    assert cache.rotations.shape == (3, 6, 2, lsh.default_n_buckets(20, 4) // 2)
+    assert cache.buckets.shape == (2, 3, 2, 20)
+    again, cache2 = lsh_attention_forward(
+        qk, v, chunk_len=4, n_hashes=2, rotations=cache.rotations, mask=mask
+    )
+    assert np.array_equal(out, again) and np.array_equal(cache.buckets, cache2.buckets)
+    shared = lsh.random_rotations(rng, 6, 2, 4)  # (Dh, R, K/2), one set for all heads
+    _, cache3 = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rotations=shared)
+    assert np.array_equal(cache3.buckets, lsh.hash_vectors(qk, shared))
+
+
+def test_float32_runs_and_stays_float32():
+    rng = np.random.default_rng(6)
+    qk, v, _ = make_inputs(rng, 1, 2, 30, 8)
+    qk, v = qk.astype(np.float32), v.astype(np.float32)
+    out, cache = lsh_attention_forward(qk, v, chunk_len=8, n_hashes=2, rng=rng, causal=True)
+    dqk, dv = lsh_attention_backward(np.ones_like(out), cache)
+    assert out.dtype == dqk.dtype == dv.dtype == np.float32
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(dqk))
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mode", ["paper", "released", "across", "dup"])
+def test_gradient_check(causal, mode):
+    rng = np.random.default_rng(7)
+    length, d, n_hashes, n_buckets = 11, 4, 3, 4  # 11 is not a multiple of the chunk: padding
+    qk, v, mask = make_inputs(rng, 1, 2, length, d, pad=True)
+    rotations = lsh.random_rotations(rng, d, n_hashes, n_buckets, n_heads=2)
+    across, dup = {"paper": (0, 0), "released": (1, 1), "across": (1, 0), "dup": (0, 1)}[mode]
+    kwargs = dict(chunk_len=3, n_hashes=n_hashes, rotations=rotations, causal=causal,
+                  mask=mask, attend_across_buckets=bool(across),
+                  allow_duplicate_attention=bool(dup))  # fmt: skip
+    errors = gradcheck.check_op(lsh_attention_forward, lsh_attention_backward, (qk, v), kwargs,
+                                rng=rng)  # fmt: skip
+    assert max(errors.values()) < 1e-7, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks and causality
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["paper", "released"])
+def test_causality(mode):
+    """Values after t cannot reach outputs <= t; nor can queries/keys, through the gradient.
+
+    (Changing qk after t may change the hashing and so which earlier keys an early query sees:
+    LSH attention's *pattern* depends on all tokens, only its weights are causal.)
+    """
+    rng = np.random.default_rng(8)
+    qk, v, _ = make_inputs(rng, 2, 2, 20, 4)
+    t = 9
+    out, cache, *_ = run(qk, v, None, chunk_len=4, n_hashes=3, n_buckets=4, rng=rng,
+                         causal=True, mode=mode)  # fmt: skip
+    v2 = v.copy()
+    v2[:, :, t + 1 :] = rng.standard_normal(v2[:, :, t + 1 :].shape)
+    out2, _ = lsh_attention_forward(qk, v2, chunk_len=4, n_hashes=3, rotations=cache.rotations,
+                                    causal=True, attend_across_buckets=mode == "released",
+                                    allow_duplicate_attention=mode == "released")  # fmt: skip
+    assert np.array_equal(out[:, :, : t + 1], out2[:, :, : t + 1])
+    dout = rng.standard_normal(out.shape)
+    dout[:, :, t + 1 :] = 0
+    dqk, dv = lsh_attention_backward(dout, cache)
+    assert np.all(dqk[:, :, t + 1 :] == 0) and np.all(dv[:, :, t + 1 :] == 0)
+
+
+@pytest.mark.parametrize("mode", ["paper", "released"])
+def test_token_zero_causal_attends_to_itself(mode):
+    rng = np.random.default_rng(9)
+    qk, v, _ = make_inputs(rng, 2, 3, 17, 4)
+    out, *_ = run(qk, v, None, chunk_len=4, n_hashes=2, n_buckets=4, rng=rng, causal=True,
+                  mode=mode)  # fmt: skip
+    assert np.max(np.abs(out[:, :, 0] - v[:, :, 0])) < 1e-12
+
+
+def test_padding_keys_get_no_weight_and_no_gradient():
+    rng = np.random.default_rng(10)
+    qk, v, mask = make_inputs(rng, 2, 2, 15, 4, pad=True)
+    out, cache = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rng=rng, mask=mask)
+    v2 = v.copy()
+    v2[~np.broadcast_to(mask[:, None, :], v.shape[:3])] = 1e3
+    out2, _ = lsh_attention_forward(
+        qk, v2, chunk_len=4, n_hashes=2, rotations=cache.rotations, mask=mask
+    )
+    real = mask[:, None, :, None]
+    assert np.max(np.abs(np.where(real, out - out2, 0))) < 1e-12
+    _, dv = lsh_attention_backward(rng.standard_normal(out.shape) * real, cache)
+    assert np.all(dv[~np.broadcast_to(mask[:, None, :], v.shape[:3])] == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Property test
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 2),
+    h=st.integers(1, 2),
+    length=st.integers(1, 14),
+    d=st.integers(1, 4),
+    n_hashes=st.integers(1, 3),
+    half_buckets=st.integers(1, 4),
+    chunk_len=st.integers(1, 6),
+    causal=st.booleans(),
+    released=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_matches_references(
+    b, h, length, d, n_hashes, half_buckets, chunk_len, causal, released, seed
+):
+    rng = np.random.default_rng(seed)
+    qk, v, mask = make_inputs(rng, b, h, length, d, pad=length > 1)
+    n_buckets = 2 * half_buckets
+    out, cache, across, dup = run(qk, v, mask, chunk_len=chunk_len, n_hashes=n_hashes,
+                                  n_buckets=n_buckets, rng=rng, causal=causal,
+                                  mode="released" if released else "paper")  # fmt: skip
+    assert out.shape == v.shape and cache.buckets.shape == (b, h, n_hashes, length)
+    assert cache.buckets.min() >= 0 and cache.buckets.max() < n_buckets
+    if released:
+        ref = loop_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
+                             mask=mask, nb=1, na=0, across=True, dup=True)  # fmt: skip
+    else:
+        ref = union_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
+                              mask=mask, nb=1, na=0, across=False)  # fmt: skip
+    assert np.max(np.abs(out - ref)) < 1e-10
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: linear in L
+# ---------------------------------------------------------------------------------------------
+
+
+def _peak_bytes(length, rng):
+    qk, v, _ = make_inputs(rng, 1, 1, length, 16)
+    rotations = lsh.random_rotations(rng, 16, 2, lsh.default_n_buckets(length, 32))
+    dout = rng.standard_normal(v.shape)
+    tracemalloc.start()
+    try:
+        out, cache = lsh_attention_forward(
+            qk, v, chunk_len=32, n_hashes=2, rotations=rotations, causal=True
+        )
+        lsh_attention_backward(dout, cache)
+        del out, cache
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_peak_memory_grows_linearly():
+    rng = np.random.default_rng(11)
+    small, large = _peak_bytes(512, rng), _peak_bytes(2048, rng)
+    ratio = large / small
+    # 4x the length: about 4x the memory (an L x L array would make it about 16x)
+    assert 3.0 < ratio < 5.5, (small, large, ratio)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (dict(n_buckets=3), "n_buckets"),
+        (dict(n_buckets=0), "n_buckets"),
+        (dict(n_buckets=-2), "n_buckets"),
+        (dict(chunk_len=0), "chunk_len"),
+        (dict(chunk_len=-4), "chunk_len"),
+        (dict(n_hashes=0), "n_hashes"),
+        (dict(n_chunks_before=-1), "n_chunks_before"),
+        (dict(rotations=np.zeros((5, 2, 2))), "rotations"),  # Dh 5 instead of 4
+        (dict(rotations=np.zeros((4, 3, 2))), "rotations"),  # 3 rounds instead of 2
+        (dict(rotations=np.zeros((4, 2, 3)), n_buckets=4), "rotations"),  # K 6 instead of 4
+        (dict(rotations=np.zeros((3, 4, 2, 2))), "rotations"),  # 3 heads instead of 2
+        (dict(rng=None), "rng"),
+    ],
+)
+def test_bad_arguments(change, name):
+    rng = np.random.default_rng(12)
+    qk, v, _ = make_inputs(rng, 1, 2, 8, 4)
+    kwargs = dict(chunk_len=4, n_hashes=2, rng=rng)
+    kwargs.update(change)
+    with pytest.raises((ValueError, TypeError), match=name) as err:
+        lsh_attention_forward(qk, v, **kwargs)
+    assert "expected" in str(err.value) and "got" in str(err.value) or name == "rng"
+
+
+def test_bad_arrays():
+    rng = np.random.default_rng(13)
+    qk, v, _ = make_inputs(rng, 2, 2, 8, 4)
+    kw = dict(chunk_len=4, rng=rng)
+    for bad_v in (v[:1], v[:, :1], v[:, :, :7]):  # other B, H, L
+        with pytest.raises(ValueError, match="v: expected shape"):
+            lsh_attention_forward(qk, bad_v, **kw)
+    with pytest.raises(ValueError, match="mask: expected shape"):
+        lsh_attention_forward(qk, v, mask=np.ones((2, 7), bool), **kw)
+    for bad in (np.nan, np.inf):
+        broken = qk.copy()
+        broken[0, 0, 3, 1] = bad
+        with pytest.raises(ValueError, match="qk: expected finite"):
+            lsh_attention_forward(broken, v, **kw)
+        with pytest.raises(ValueError, match="v: expected finite"):
+            broken_v = v.copy()
+            broken_v[1, 0, 2, 0] = bad
+            lsh_attention_forward(qk, broken_v, **kw)
+    rot = np.full((4, 1, 1), np.nan)
+    with pytest.raises(ValueError, match="rotations: expected finite"):
+        lsh_attention_forward(qk, v, chunk_len=4, rotations=rot)
