@@ -1,10 +1,10 @@
-"""Positional embeddings: the plain learned table and axial (factorised) embeddings.
+"""Axial (factorised) positional embeddings, as in the released Reformer code.
 
 A learned positional embedding is a table (max_len, D) whose first L rows are added to the token
-embeddings. For long sequences (the Reformer's 64K tokens) that table is large, so the released
-Reformer code (trax ``AxialPositionalEncoding``, Hugging Face ``AxialPositionEmbeddings``)
-factorises it: position p in a grid of shape (L1, L2), p = i * L2 + j, gets the concatenation of a
-row of each of two small tables,
+embeddings (``model.embed_forward``). For long sequences (the Reformer's 64K tokens) that table is
+large, so the released Reformer code (trax ``AxialPositionalEncoding``, Hugging Face
+``AxialPositionEmbeddings``) factorises it: position p in a grid of shape (L1, L2), p = i * L2 + j,
+gets the concatenation of a row of each of two small tables,
 
     E[p] = [E1[i] ; E2[j]],     E1: (L1, d1),  E2: (L2, d2),  d1 + d2 = D,
 
@@ -119,30 +119,3 @@ def axial_backward(dpos, cache: AxialCache):
     d_e1[:rows] = padded[..., :d1].sum(axis=1)
     d_e2 = padded[..., d1:].sum(axis=0)  # (L2, d2)
     return {AXIAL_KEYS[0]: d_e1, AXIAL_KEYS[1]: d_e2}
-
-
-class LearnedCache(NamedTuple):
-    length: int
-    table_shape: tuple
-
-
-def learned_forward(table, length: int):
-    """The plain learned positional embedding: the first L rows of ``table`` (max_len, D).
-
-    Returns ``(pos (L, D), cache)``; ``ValueError`` naming ``length`` if L > max_len.
-    """
-    check_float_array("table", table, ndim=2)
-    length = check_positive_int("length", length)
-    if length > table.shape[0]:
-        raise ValueError(
-            f"length: expected at most max_len={table.shape[0]} positions, got {length}"
-        )
-    return table[:length], LearnedCache(length, tuple(table.shape))
-
-
-def learned_backward(dpos, cache: LearnedCache):
-    """dpos (L, D) -> dtable (max_len, D), zero past row L."""
-    xp = backend.array_module(dpos)
-    dtable = xp.zeros(cache.table_shape, dtype=dpos.dtype)
-    dtable[: cache.length] = dpos
-    return dtable

@@ -1,0 +1,462 @@
+"""Reversible residual blocks (paper section 3, equations 7-9; Gomez et al. 2017, RevNets).
+
+A reversible block works on a pair of streams (x1, x2) and two sub-layers F (attention) and G
+(feed-forward), each with its layer norm inside (paper eqs. 7-8, pre-norm as in the released code):
+
+    y1 = x1 + F(x2),        F(x) = Attention(LN(x))
+    y2 = x2 + G(y1),        G(x) = FeedForward(LN(x))
+
+Its inputs can be recomputed from its outputs (paper eq. 9):
+
+    x2 = y2 - G(y1),        x1 = y1 - F(x2)
+
+so that a stack of N blocks need not store the activations of every layer for backpropagation:
+the backward pass keeps the last block's outputs and walks down, rebuilding each block's inputs
+while it computes the gradients (:meth:`ReversibleBlock.reverse_and_grad`). With upstream gradients
+dy1, dy2 and the Jacobian-transpose products G'^T, F'^T:
+
+    dy1' = dy1 + G'(y1)^T dy2          (y1 feeds y2 through G)
+    dx1  = dy1'
+    dx2  = dy2 + F'(x2)^T dy1'         (x2 feeds y1 through F and y2 directly)
+
+Each sub-layer is recomputed exactly once, with its output (for the subtraction) and its gradients
+coming from the same recomputation. Randomness is replayed, not redrawn: ``forward`` returns, beside
+the outputs, a small :class:`BlockRecord` (LSH rotations and buckets, dropout seeds, the padding
+mask) and never the activations; ``reverse`` and ``reverse_and_grad`` need that record, and refuse
+a record made by another block or for other shapes, so that a stack can never silently recompute a
+different attention pattern than the one it ran.
+
+Sub-layers follow a small protocol (see :class:`AttentionSubLayer`, :class:`FeedForwardSubLayer`):
+
+    key                                   the name of its parameters in the block's dict
+    draw(rng, shape) -> rec               the step's random choices for inputs of shape (B, L, D)
+    check_record(rec, shape)              ValueError if rec is not one of its own for this shape
+    forward(x, p, rec, mask) -> (out, cache, rec)    rec completed (buckets) by the first run
+    backward(dout, cache) -> (dx, dp)
+    forward_backward(x, p, rec, dout, mask) -> (out, dx, dp)   one recomputation for both
+
+The same blocks also run with stored activations (:meth:`ReversibleBlock.forward_stored` /
+:meth:`ReversibleBlock.backward_stored`), for comparisons of memory and of gradients.
+
+Shape letters: B batch, L length, D model width (of each stream), H heads, Dh head width,
+F feed-forward width, R hash rounds, K buckets, C chunk length.
+
+References: https://arxiv.org/abs/2001.04451 (section 3); https://arxiv.org/abs/1707.04585
+(RevNets); trax ``trax/layers/reversible.py`` (reverse and reverse_and_grad); Hugging Face
+``modeling_reformer.py`` (``_ReversibleFunction``, ``ReformerLayer.backward_pass``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import backend, layers, lsh
+from .attention import (
+    init_multihead_attention,
+    merge_heads,
+    shared_qk_attention_backward,
+    shared_qk_attention_forward,
+    split_heads,
+)
+from .checks import check_float_array, check_positive_int
+from .chunked_attention import local_attention_backward, local_attention_forward
+from .chunking import (
+    chunked_feedforward_backward,
+    chunked_feedforward_forward,
+    chunked_feedforward_forward_backward,
+)
+from .lsh_attention import lsh_attention_backward, lsh_attention_forward
+
+ATTENTION_TYPES = ("lsh", "local", "full")
+FF_KEYS = layers.FEEDFORWARD_KEYS
+
+
+def _check_seed(rec, rate) -> None:
+    if (rec.get("seed") is None) != (rate == 0):
+        raise ValueError(f"record: dropout seed {rec.get('seed')!r} does not match rate {rate}")
+
+
+def _check_dropout(rate) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout: expected a rate in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# F: attention sub-layer
+# ---------------------------------------------------------------------------------------------
+
+
+class AttentionCache(NamedTuple):
+    ln: object  # layer-norm cache
+    qk: object  # linear cache of w_qk
+    v: object  # linear cache of w_v
+    attn: object  # cache of the attention on heads (its kind is the sub-layer's)
+    out: object  # linear cache of w_o
+    drop: object  # dropout cache, or None without dropout
+
+
+class AttentionSubLayer:
+    """F(x) = Dropout(merge(Attention(split(LN(x) W_qk), split(LN(x) W_v))) W_o), x: (B, L, D).
+
+    ``kind`` chooses the attention on heads: "lsh" (:func:`lsh_attention_forward`), "local"
+    (:func:`local_attention_forward`) or "full" (:func:`shared_qk_attention_forward`); all three are
+    shared-QK (one projection W_qk, unit-norm keys). Parameters: {"ln_gamma", "ln_beta" (D,),
+    "w_qk", "w_v" (D, H*Dh), "w_o" (H*Dh, D)}.
+    """
+
+    key = "attn"
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        n_heads: int,
+        d_head: int,
+        chunk_len: int | None = None,
+        n_hashes: int = 1,
+        n_buckets: int | None = None,
+        causal: bool = False,
+        dropout: float = 0.0,
+        n_chunks_before: int = 1,
+        n_chunks_after: int = 0,
+    ):
+        if kind not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type: expected one of {ATTENTION_TYPES}, got {kind!r}")
+        self.kind = kind
+        self.n_heads = check_positive_int("n_heads", n_heads)
+        self.d_head = check_positive_int("d_head", d_head)
+        if kind != "full":
+            chunk_len = check_positive_int("chunk_len", chunk_len)
+        self.chunk_len = chunk_len
+        self.n_hashes = check_positive_int("n_hashes", n_hashes)
+        self.n_buckets = None if n_buckets is None else lsh.check_n_buckets(n_buckets)
+        self.causal = bool(causal)
+        self.dropout = _check_dropout(dropout)
+        self.n_chunks_before, self.n_chunks_after = n_chunks_before, n_chunks_after
+
+    def _buckets_for(self, length: int) -> int:
+        return self.n_buckets or lsh.default_n_buckets(length, self.chunk_len)
+
+    def draw(self, rng, shape) -> dict:
+        """Random choices of one step for inputs (B, L, D): LSH rotations, the dropout seed."""
+        rec = {"kind": self.kind, "rotations": None, "buckets": None, "seed": None}
+        if self.kind == "lsh":
+            rec["rotations"] = lsh.random_rotations(
+                rng, self.d_head, self.n_hashes, self._buckets_for(shape[1]), self.n_heads
+            )  # (H, Dh, R, K/2)
+        if self.dropout > 0:
+            rec["seed"] = layers.draw_seed(rng)
+        return rec
+
+    def check_record(self, rec, shape) -> None:
+        if not isinstance(rec, dict) or rec.get("kind") != self.kind:
+            got = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
+            raise ValueError(f"record: expected a record of {self.kind!r} attention, got {got!r}")
+        if self.kind == "lsh":
+            want = (self.n_heads, self.d_head, self.n_hashes, self._buckets_for(shape[1]) // 2)
+            rot = rec["rotations"]
+            if rot is None or tuple(rot.shape) != want:
+                got = None if rot is None else tuple(rot.shape)
+                raise ValueError(f"record: expected rotations of shape {want}, got {got}")
+        _check_seed(rec, self.dropout)
+
+    def forward(self, x, p, rec, mask=None):
+        """x (B, L, D) -> (out (B, L, D), cache, rec); the first run adds the LSH buckets to rec."""
+        h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
+        qk, c_qk = layers.linear_forward(h, p["w_qk"])  # (B, L, H*Dh)
+        v, c_v = layers.linear_forward(h, p["w_v"])  # (B, L, H*Dh)
+        qk, v = split_heads(qk, self.n_heads), split_heads(v, self.n_heads)  # (B, H, L, Dh)
+        ctx, c_attn, rec = self._attend(qk, v, rec, mask)  # (B, H, L, Dh)
+        out, c_out = layers.linear_forward(merge_heads(ctx), p["w_o"])  # (B, L, D)
+        c_drop = None
+        if self.dropout > 0:
+            out, c_drop = layers.dropout_forward(out, self.dropout, rec["seed"])
+        return out, AttentionCache(ln, c_qk, c_v, c_attn, c_out, c_drop), rec
+
+    def _attend(self, qk, v, rec, mask):
+        if self.kind == "full":
+            out, cache = shared_qk_attention_forward(qk, v, causal=self.causal, mask=mask)
+            return out, cache, rec
+        window = dict(n_chunks_before=self.n_chunks_before, n_chunks_after=self.n_chunks_after)
+        if self.kind == "local":
+            out, cache = local_attention_forward(
+                qk, v, chunk_len=self.chunk_len, causal=self.causal, mask=mask, **window
+            )
+            return out, cache, rec
+        out, cache = lsh_attention_forward(
+            qk,
+            v,
+            chunk_len=self.chunk_len,
+            n_hashes=self.n_hashes,
+            n_buckets=self._buckets_for(qk.shape[2]),
+            rotations=rec["rotations"],
+            causal=self.causal,
+            mask=mask,
+            **window,
+        )
+        if rec["buckets"] is None:
+            rec = {**rec, "buckets": cache.buckets}  # (B, H, R, L) the pattern to replay
+        else:
+            _check_same_buckets(rec["buckets"], cache.buckets)
+        return out, cache, rec
+
+    def backward(self, dout, cache: AttentionCache):
+        """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
+        dp = {}
+        if cache.drop is not None:
+            dout = layers.dropout_backward(dout, cache.drop)
+        dctx, dp["w_o"] = layers.linear_backward(dout, cache.out)  # (B, L, H*Dh)
+        dctx = split_heads(dctx, self.n_heads)  # (B, H, L, Dh)
+        if self.kind == "full":
+            dqk, dv = shared_qk_attention_backward(dctx, cache.attn)
+        elif self.kind == "local":
+            dqk, dv = local_attention_backward(dctx, cache.attn)
+        else:
+            dqk, dv = lsh_attention_backward(dctx, cache.attn)
+        dh, dp["w_qk"] = layers.linear_backward(merge_heads(dqk), cache.qk)  # (B, L, D)
+        dh_v, dp["w_v"] = layers.linear_backward(merge_heads(dv), cache.v)
+        dx, dp["ln_gamma"], dp["ln_beta"] = layers.layernorm_backward(dh + dh_v, cache.ln)
+        return dx, dp
+
+    def forward_backward(self, x, p, rec, dout, mask=None):
+        """Recompute F(x) and backpropagate ``dout`` through it: (out, dx, dp)."""
+        out, cache, _ = self.forward(x, p, rec, mask)
+        dx, dp = self.backward(dout, cache)
+        return out, dx, dp
+
+
+def _check_same_buckets(recorded, recomputed) -> None:
+    xp = backend.array_module(recorded, recomputed)
+    if recorded.shape != recomputed.shape or not bool(xp.all(recorded == recomputed)):
+        raise RuntimeError(
+            "buckets: the recomputed LSH buckets differ from the recorded ones; the reversible "
+            "recomputation would not replay the forward pass"
+        )
+
+
+def init_attention_params(rng, d_model: int, n_heads: int, d_head: int, dtype="float32"):
+    """{"ln_gamma" (ones), "ln_beta" (zeros) (D,), "w_qk", "w_v" (D, H*Dh), "w_o" (H*Dh, D)}."""
+    p = init_multihead_attention(rng, d_model, n_heads, d_head, dtype, shared_qk=True)
+    p["ln_gamma"], p["ln_beta"] = layers.init_layernorm(d_model, dtype)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# G: feed-forward sub-layer
+# ---------------------------------------------------------------------------------------------
+
+
+class FeedForwardCache(NamedTuple):
+    ln: object  # layer-norm cache
+    ff: object  # feed-forward cache (chunked: only its input; unchunked: the hidden layer too)
+
+
+class FeedForwardSubLayer:
+    """G(x) = FeedForward(LN(x)), x: (B, L, D), optionally chunked over positions (paper eq. 10).
+
+    Parameters: {"ln_gamma", "ln_beta" (D,), "w1" (D, F), "b1" (F,), "w2" (F, D), "b2" (D,)}.
+    With ``chunk_len`` None the whole (B, L, F) hidden layer is computed and, in stored mode, kept.
+    """
+
+    key = "ff"
+
+    def __init__(self, *, chunk_len: int | None = None, activation: str = "gelu", dropout=0.0):
+        self.chunk_len = None if chunk_len is None else check_positive_int("ff_chunk", chunk_len)
+        self.activation = activation
+        self.dropout = _check_dropout(dropout)
+
+    def draw(self, rng, shape) -> dict:
+        return {"kind": "ff", "seed": layers.draw_seed(rng) if self.dropout > 0 else None}
+
+    def check_record(self, rec, shape) -> None:
+        if not isinstance(rec, dict) or rec.get("kind") != "ff":
+            got = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
+            raise ValueError(f"record: expected a feed-forward record, got {got!r}")
+        _check_seed(rec, self.dropout)
+
+    def _settings(self, rec):
+        return dict(activation=self.activation, dropout=self.dropout, seed=rec["seed"])
+
+    def forward(self, x, p, rec, mask=None):
+        """x (B, L, D) -> (out (B, L, D), cache, rec)."""
+        h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
+        ffp = {k: p[k] for k in FF_KEYS}
+        if self.chunk_len is None:
+            out, ff = layers.feedforward_forward(h, ffp, **self._settings(rec))
+        else:
+            out, ff = chunked_feedforward_forward(
+                h, ffp, chunk_len=self.chunk_len, **self._settings(rec)
+            )
+        return out, FeedForwardCache(ln, ff), rec
+
+    def backward(self, dout, cache: FeedForwardCache):
+        """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
+        if self.chunk_len is None:
+            dh, dp = layers.feedforward_backward(dout, cache.ff)
+        else:
+            dh, dp = chunked_feedforward_backward(dout, cache.ff)
+        dx, dgamma, dbeta = layers.layernorm_backward(dh, cache.ln)
+        return dx, {"ln_gamma": dgamma, "ln_beta": dbeta, **dp}
+
+    def forward_backward(self, x, p, rec, dout, mask=None):
+        """Recompute G(x) and backpropagate ``dout``; chunk by chunk when chunked: (out, dx, dp)."""
+        if self.chunk_len is None:
+            out, cache, _ = self.forward(x, p, rec)
+            return (out, *self.backward(dout, cache))
+        h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
+        ffp = {k: p[k] for k in FF_KEYS}
+        out, dh, dp = chunked_feedforward_forward_backward(
+            h, ffp, dout, chunk_len=self.chunk_len, **self._settings(rec)
+        )
+        dx, dgamma, dbeta = layers.layernorm_backward(dh, ln)
+        return out, dx, {"ln_gamma": dgamma, "ln_beta": dbeta, **dp}
+
+
+def init_feedforward_params(rng, d_model: int, d_ff: int, dtype="float32"):
+    """{"ln_gamma" (ones), "ln_beta" (zeros) (D,), "w1" (D, F), "b1" (F,), "w2" (F, D), "b2"}."""
+    p = layers.init_feedforward(rng, d_model, d_ff, dtype)
+    p["ln_gamma"], p["ln_beta"] = layers.init_layernorm(d_model, dtype)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# The reversible block
+# ---------------------------------------------------------------------------------------------
+
+
+class BlockRecord(NamedTuple):
+    """What a block's forward pass chose at random, for which block and shape; no activations."""
+
+    block: str  # the name of the block that made it
+    shape: tuple  # (B, L, D) of each stream
+    mask: object  # (B, L) bool padding mask, or None
+    f: dict  # the attention's record: kind, rotations (H, Dh, R, K/2), buckets (B, H, R, L), seed
+    g: dict  # the feed-forward's record: kind, seed
+
+
+class StoredCache(NamedTuple):
+    record: BlockRecord
+    f: object  # F's full cache (its activations)
+    g: object  # G's full cache
+
+
+class ReversibleBlock:
+    """y1 = x1 + F(x2), y2 = x2 + G(y1) (paper eqs. 7-8), reversible (eq. 9).
+
+    Args:
+        f: the attention sub-layer (e.g. :class:`AttentionSubLayer`).
+        g: the feed-forward sub-layer (e.g. :class:`FeedForwardSubLayer`).
+        name: identifies the block in its records (a stack uses "layer 0", "layer 1", ...).
+
+    Parameters: {f.key: F's parameters, g.key: G's parameters}.
+    """
+
+    def __init__(self, f, g, name: str = "block"):
+        self.f, self.g, self.name = f, g, str(name)
+
+    def _check_inputs(self, names, a, b):
+        check_float_array(names[0], a, ndim=3)
+        check_float_array(names[1], b, shape=a.shape)
+
+    def _check_record(self, record, shape) -> None:
+        if not isinstance(record, BlockRecord):
+            raise TypeError(f"record: expected a BlockRecord, got {type(record).__name__}")
+        if record.block != self.name:
+            raise ValueError(
+                f"record: expected the record of block {self.name!r}, got that of {record.block!r}"
+            )
+        if tuple(record.shape) != tuple(shape):
+            raise ValueError(
+                f"record: made for streams of shape {record.shape}, got streams of shape {shape}"
+            )
+        self.f.check_record(record.f, shape)
+        self.g.check_record(record.g, shape)
+
+    def forward(self, x1, x2, params, rng, *, mask=None):
+        """Run the block, keeping only its outputs and what it drew.
+
+        Args:
+            x1, x2: (B, L, D) float, the two streams.
+            params: {f.key: ..., g.key: ...}.
+            rng: ``numpy.random.Generator`` for the step's rotations and dropout seeds (None
+                when the sub-layers draw nothing: no LSH, no dropout).
+            mask: None or (B, L) bool, True for real tokens (padding keys are masked).
+
+        Returns:
+            ``(y1, y2, record)``: (B, L, D) each, and the :class:`BlockRecord`.
+        """
+        self._check_inputs(("x1", "x2"), x1, x2)
+        rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
+        f_out, _, rec_f = self.f.forward(x2, params[self.f.key], rec_f, mask)  # cache dropped
+        y1 = x1 + f_out  # (B, L, D)
+        del f_out
+        g_out, _, rec_g = self.g.forward(y1, params[self.g.key], rec_g, mask)
+        y2 = x2 + g_out  # (B, L, D)
+        return y1, y2, BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g)
+
+    def reverse(self, y1, y2, params, record: BlockRecord):
+        """Reconstruct the inputs from the outputs (paper eq. 9): (x1, x2), (B, L, D) each."""
+        self._check_inputs(("y1", "y2"), y1, y2)
+        self._check_record(record, y1.shape)
+        x2 = y2 - self.g.forward(y1, params[self.g.key], record.g, record.mask)[0]
+        x1 = y1 - self.f.forward(x2, params[self.f.key], record.f, record.mask)[0]
+        return x1, x2
+
+    def reverse_and_grad(self, y1, y2, dy1, dy2, params, record: BlockRecord):
+        """Reconstruct the inputs and backpropagate through the block, each sub-layer once.
+
+        Args:
+            y1, y2: (B, L, D) the block's outputs.
+            dy1, dy2: (B, L, D) gradients of the loss with respect to them.
+            params: the block's parameters; record: the :class:`BlockRecord` of its forward.
+
+        Returns:
+            ``(x1, x2, dx1, dx2, dparams)``: the inputs, their gradients, and gradients mirroring
+            ``params``.
+        """
+        self._check_inputs(("y1", "y2"), y1, y2)
+        self._check_inputs(("dy1", "dy2"), dy1, dy2)
+        if dy1.shape != y1.shape:
+            raise ValueError(f"dy1: expected shape {tuple(y1.shape)}, got {tuple(dy1.shape)}")
+        self._check_record(record, y1.shape)
+        g_out, dy1_g, dp_g = self.g.forward_backward(
+            y1, params[self.g.key], record.g, dy2, record.mask
+        )
+        x2 = y2 - g_out  # (B, L, D)
+        del g_out
+        dx1 = dy1 + dy1_g  # y1 = x1 + F(x2): dx1 is the full gradient reaching y1
+        f_out, dx2_f, dp_f = self.f.forward_backward(
+            x2, params[self.f.key], record.f, dx1, record.mask
+        )
+        x1 = y1 - f_out
+        dx2 = dy2 + dx2_f
+        return x1, x2, dx1, dx2, {self.f.key: dp_f, self.g.key: dp_g}
+
+    def forward_stored(self, x1, x2, params, rng, *, mask=None):
+        """The same computation, keeping every activation: (y1, y2, StoredCache)."""
+        self._check_inputs(("x1", "x2"), x1, x2)
+        rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
+        f_out, c_f, rec_f = self.f.forward(x2, params[self.f.key], rec_f, mask)
+        y1 = x1 + f_out
+        g_out, c_g, rec_g = self.g.forward(y1, params[self.g.key], rec_g, mask)
+        y2 = x2 + g_out
+        record = BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g)
+        return y1, y2, StoredCache(record, c_f, c_g)
+
+    def backward_stored(self, dy1, dy2, cache: StoredCache):
+        """Backward from stored activations: (dx1, dx2, dparams)."""
+        dy1_g, dp_g = self.g.backward(dy2, cache.g)
+        dx1 = dy1 + dy1_g
+        dx2_f, dp_f = self.f.backward(dx1, cache.f)
+        return dx1, dy2 + dx2_f, {self.f.key: dp_f, self.g.key: dp_g}
+
+
+def init_block_params(
+    rng, d_model: int, n_heads: int, d_head: int, d_ff: int, dtype="float32"
+) -> dict:
+    """Parameters of one block: {"attn": ..., "ff": ...} (see the two sub-layers)."""
+    return {
+        AttentionSubLayer.key: init_attention_params(rng, d_model, n_heads, d_head, dtype),
+        FeedForwardSubLayer.key: init_feedforward_params(rng, d_model, d_ff, dtype),
+    }
