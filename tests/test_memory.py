@@ -1,5 +1,6 @@
 """Peak-memory measurement and the analytic memory model (memory.py)."""
 
+import sys
 import tracemalloc
 
 import numpy as np
@@ -173,3 +174,76 @@ def test_stored_activation_memory_grows_linearly_with_depth():
     # ... of the size of one block's cached activations
     assert 0.95 < (peaks[8] - peaks[2]) / (6 * per_layer) < 1.15
     assert peaks[8] / peaks[2] > 2.5  # a fixed overhead (the head, backward temporaries) aside
+
+
+# ---------------------------------------------------------------------------------------------
+# The CuPy path, against a stand-in for CuPy's memory pool (no GPU needed)
+# ---------------------------------------------------------------------------------------------
+
+
+class _FakePool:
+    """Counts used bytes like cupy's MemoryPool: malloc adds, freeing a block subtracts."""
+
+    def __init__(self):
+        self.used = 0
+
+    def malloc(self, size):
+        self.used += size
+        return _FakeBlock(self, size)
+
+    def used_bytes(self):
+        return self.used
+
+
+class _FakeBlock:
+    def __init__(self, pool, size):
+        self.pool, self.size = pool, size
+
+    def free(self):
+        self.pool.used -= self.size
+
+
+def _fake_cupy():
+    import contextlib
+    import types
+
+    pool = _FakePool()
+    allocators = [pool.malloc]
+
+    @contextlib.contextmanager
+    def using_allocator(fn):
+        allocators.append(fn)
+        try:
+            yield
+        finally:
+            allocators.pop()
+
+    cupy = types.ModuleType("cupy")
+    cupy.asarray = np.asarray
+    cupy.get_default_memory_pool = lambda: pool
+    cupy.cuda = types.SimpleNamespace(
+        using_allocator=using_allocator,
+        alloc=lambda size: allocators[-1](size),
+        Device=lambda: types.SimpleNamespace(synchronize=lambda: None),
+    )
+    return cupy, pool
+
+
+def test_measure_peak_on_the_cupy_backend_uses_the_pool(monkeypatch):
+    from minireformer import backend
+
+    cupy, pool = _fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(backend, "_xp", cupy)
+    held = cupy.cuda.alloc(1000)  # allocated before the measurement: excluded
+
+    def step():
+        a = cupy.cuda.alloc(400)
+        b = cupy.cuda.alloc(100)  # 500 bytes alive together
+        a.free()
+        cupy.cuda.alloc(300)  # 400 alive: below the peak
+        b.free()
+        return "done"
+
+    assert memory.measure_peak(step) == ("done", 500)
+    assert held.size == 1000 and not tracemalloc.is_tracing()
