@@ -132,8 +132,9 @@ def measure_peak(fn: Callable, *args, **kwargs):
     during the call count while they are alive (the result included).
 
     NumPy backend: :mod:`tracemalloc` traces NumPy's buffers (and Python objects, a few KB). If
-    tracing is already on it is left on, and nested calls are supported (each sees its own peak,
-    and an outer call's peak includes the inner ones). CuPy backend: the used bytes of CuPy's
+    tracing is already on it is left on (its peak counter is reset, as ``tracemalloc.reset_peak``
+    does), and nested calls are supported (each sees its own peak, and an outer call's peak
+    includes the inner ones). CuPy backend: the used bytes of CuPy's
     default memory pool (imported only then), rounded by the pool to 512-byte blocks.
     """
     if not callable(fn):
