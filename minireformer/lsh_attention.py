@@ -52,7 +52,6 @@ from .chunked_attention import (
     padded_length,
     window_attention_backward,
     window_attention_forward,
-    window_multiplicity,
 )
 
 __all__ = [
@@ -111,9 +110,11 @@ def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
 def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, across):
     """N for every (query slot, window slot): how often that key is attended by that query.
 
-    Counted without any L x L array: for each pair of rounds (r of the query's copy, r2 of the
-    key's copy) the key's copy lies in the query copy's window window_multiplicity(chunk
-    difference) times; without ``across`` only r2 == r in the same bucket is attended.
+    Counted without any L x L array, as trax does, by comparing "locations": in round r, key j
+    is d chunks after query i (d in [-n_before, n_after]) iff chunk_r(j) = (chunk_r(i) + d) mod
+    n_c. Without ``across`` the key must also share i's bucket in that round (compare bucket code
+    and chunk together); with ``across`` copies of j from every round r2 are compared with i's
+    round-r window. Each match is one occurrence of j among the keys i attends to.
 
     Args:
         inverse: (B, H, R*Lp) sorted slot of each copy; codes: (B, H, R, Lp) bucket + offset.
@@ -122,28 +123,28 @@ def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, a
     Returns:
         int array (B, H, n_c, C, W).
     """
-    batch, n_heads, n_rounds, padded = codes.shape
+    xp = backend.array_module(inverse, codes)
+    batch, n_heads, n_rounds, _ = codes.shape
     n_chunks = tokens.shape[2]
     chunk_of = (inverse // chunk_len).reshape(codes.shape)  # (B, H, R, Lp)
+    bucket_part = 0 if across else codes * n_chunks  # (B, H, R, Lp) or 0
     q_tok = tokens.reshape(batch, n_heads, -1)  # (B, H, R*Lp)
     k_tok = look_around(tokens, n_before, n_after).reshape(batch, n_heads, -1)  # (B, H, n_c*W)
-
-    def at(table, tok, shape):  # per-position table (B, H, Lp) read at slots' positions
-        return gather(table, tok).reshape(shape)
-
     q_shape, k_shape = (batch, n_heads, n_chunks, chunk_len, 1), (batch, n_heads, n_chunks, 1, -1)
-    counts = 0
-    # a loop over rounds: each step is vectorised over B, H and all slots, and keeps the
-    # intermediate at the size of the logits instead of R (or R^2) times it
+    # where each slot's key is in every round: (bucket code,) chunk; R x (B, H, n_c, 1, W)
+    k_loc = [gather((bucket_part + chunk_of)[:, :, r], k_tok).reshape(k_shape)
+             for r in range(n_rounds)]  # fmt: skip
+    n_window = (n_before + 1 + n_after) * chunk_len  # W
+    counts = xp.zeros(tokens.shape + (n_window,), dtype=xp.int32)  # (B, H, n_c, C, W)
+    # loops over rounds and window offsets; each step is vectorised over B, H and all slots and
+    # keeps the intermediates at the size of the logits rather than R (or R^2) times it
     for r in range(n_rounds):
-        q_chunk = at(chunk_of[:, :, r], q_tok, q_shape)  # (B, H, n_c, C, 1)
-        for r2 in range(n_rounds) if across else (r,):
-            k_chunk = at(chunk_of[:, :, r2], k_tok, k_shape)  # (B, H, n_c, 1, W)
-            seen = window_multiplicity(k_chunk - q_chunk, n_chunks, n_before, n_after)
-            if not across:
-                same = at(codes[:, :, r], q_tok, q_shape) == at(codes[:, :, r], k_tok, k_shape)
-                seen = seen * same
-            counts = counts + seen  # (B, H, n_c, C, W)
+        part = 0 if across else bucket_part[:, :, r]
+        for d in range(-n_before, n_after + 1):
+            # the location a key d chunks from i in round r has: (B, H, n_c, C, 1)
+            want = gather(part + (chunk_of[:, :, r] + d) % n_chunks, q_tok).reshape(q_shape)
+            for r2 in range(n_rounds) if across else (r,):
+                counts += k_loc[r2] == want  # (B, H, n_c, C, W)
     return counts
 
 
