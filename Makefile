@@ -22,7 +22,7 @@ install: $(STAMP)
 notebooks: $(STAMP)
 	@for src in $(NOTEBOOK_SOURCES); do \
 		echo "executing $$src"; \
-		$(BIN)/jupytext --to ipynb --update --execute --set-kernel python3 $$src || exit 1; \
+		$(BIN)/jupytext --to ipynb --execute --set-kernel python3 $$src || exit 1; \
 	done
 
 lint: $(STAMP)
