@@ -1,0 +1,484 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 Reversible layers: backpropagation without storing activations
+#
+# Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 3 "Reversible Transformer", building on
+# RevNets (Gomez, Ren, Urtasun, Grosse 2017, "The Reversible Residual Network: Backpropagation
+# Without Storing Activations", arXiv 1707.04585).
+#
+# ## Why depth costs memory
+#
+# Backpropagation needs, for every layer, the input that layer saw in the forward pass: the
+# gradient of a matrix product $xW$ with respect to $W$ is $x^\top \bar y$, so $x$ must still be
+# around when $\bar y$ arrives. A Transformer of $n_l$ layers therefore keeps at least
+# $b \cdot l \cdot d_{model}$ numbers per layer alive between the forward and the backward pass,
+# $b\, l\, d_{model}\, n_l$ in all, plus each layer's larger intermediates (the $(l, d_{ff})$
+# hidden layer of the feed-forward, the $(l, l)$ attention weights per head).
+#
+# The paper's example: one 64K-token sequence at $d_{model} = 1024$ and batch 8 is
+# $8 \cdot 65{,}536 \cdot 1024 \approx 0.5$ billion floats, 2 GB in float32, *for each layer*.
+# Twelve layers is 24 GB of activations before counting anything else.
+#
+# **Goal of this notebook:** make activation memory independent of the number of layers, by making
+# each layer's input recomputable from its output.
+#
+# ## The RevNet idea
+#
+# A residual layer $y = x + F(x)$ cannot be undone in general: to get $x$ back from $y$ we would
+# have to solve $x + F(x) = y$, a nonlinear equation. RevNets sidestep this by splitting the
+# activations into two halves $(x_1, x_2)$ and letting each half be updated by a function of the
+# *other* half only (an additive coupling, as in NICE, Dinh et al. 2014):
+#
+# $$
+# y_1 = x_1 + F(x_2), \qquad y_2 = x_2 + G(y_1).
+# $$
+#
+# Undoing it needs only subtraction, in the opposite order:
+#
+# $$
+# x_2 = y_2 - G(y_1), \qquad x_1 = y_1 - F(x_2).
+# $$
+#
+# Each line of the inverse evaluates $G$ or $F$ at an argument we already have: $y_1$ is an output,
+# and $x_2$ was just recovered. Nothing is asked of $F$ and $G$: they need not be invertible, they
+# can be any layers. So during the backward pass we can walk down the stack, rebuilding each
+# block's inputs from its outputs, and never store the intermediate activations at all. Only the
+# top block's outputs are kept.
+#
+# ## The reversible Transformer
+#
+# The Reformer takes $F$ to be the attention sub-layer and $G$ the feed-forward sub-layer, each
+# with its layer norm *inside* the residual branch (paper equations 7-9):
+#
+# $$
+# Y_1 = X_1 + \mathrm{Attention}(\mathrm{LN}(X_2)), \qquad
+# Y_2 = X_2 + \mathrm{FeedForward}(\mathrm{LN}(Y_1)).
+# $$
+#
+# The embedding is copied into both streams at the bottom, $X_1 = X_2 = \mathrm{embed}(x)$, and at
+# the top the two streams are concatenated before the final layer norm and output projection. The
+# paper's Figure 3 (right) shows that training curves with and without reversibility match.
+#
+# One subtlety makes the Reformer harder than a RevNet: its $F$ is *random*. LSH attention draws
+# random rotations, and dropout draws masks. Rebuilding $X_1 = Y_1 - F(X_2)$ is exact only if $F$
+# is evaluated with exactly the same hashes and masks as in the forward pass, so each block's
+# forward returns a small **record** (rotations, buckets, dropout seeds) that is replayed during
+# the reversal. The record is a few integers per token, not activations.
+
+# %%
+import dataclasses
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm.auto import tqdm
+
+from minireformer import gradcheck, memory, plotting, reformer, tree
+
+print("numpy", np.__version__)
+
+# %% [markdown]
+# ## 1. The equations, by hand, on a tiny example
+#
+# First with two made-up functions, a one-layer tanh network for $F$ and a squared one for $G$,
+# on a $(3, 4)$ pair of streams. Any functions would do: the inverse never inverts them.
+
+# %%
+rng = np.random.default_rng(0)
+w_f, w_g = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+
+
+def f_toy(x):
+    return np.tanh(x @ w_f)
+
+
+def g_toy(x):
+    return (x @ w_g) ** 2
+
+
+x1, x2 = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+y1 = x1 + f_toy(x2)  # forward
+y2 = x2 + g_toy(y1)
+x2_back = y2 - g_toy(y1)  # reverse: G first, then F
+x1_back = y1 - f_toy(x2_back)
+print("max |x1 - x1_back| =", np.abs(x1 - x1_back).max())
+print("max |x2 - x2_back| =", np.abs(x2 - x2_back).max())
+
+# %%
+assert np.abs(x1 - x1_back).max() < 1e-12 and np.abs(x2 - x2_back).max() < 1e-12
+
+# %% [markdown]
+# Now the same two lines with the Reformer's real sub-layers. We build one reversible block with
+# LSH attention (2 hash rounds, chunks of 16) and dropout 0.1, in float64, and run its `forward`.
+# It returns the outputs and a record, nothing else:
+
+# %%
+D, L, VOCAB = 32, 128, 64
+small = dict(vocab_size=VOCAB, d_model=D, n_heads=2, d_ff=64, n_hashes=2, chunk_len=16, max_len=L)
+cfg1 = reformer.ReformerConfig(
+    n_layers=1, attention_types=("lsh",), dropout=0.1, dtype="float64", **small
+)
+rng = np.random.default_rng(0)
+block = reformer.build_blocks(cfg1)[0]
+p = reformer.init_reformer(cfg1, rng)["blocks"][0]
+x1, x2 = rng.standard_normal((2, 1, L, D))  # two (B, L, D) streams
+
+y1, y2, record = block.forward(x1, x2, p, rng)
+print("record fields:", record._fields)
+print("attention record:", {k: getattr(v, "shape", v) for k, v in record.f.items()})
+print("feed-forward record:", record.g)
+
+# %% [markdown]
+# The attention record holds the rotations $(H, D_h, R, K/2)$ and the buckets $(B, H, R, L)$ it
+# hashed with, and both records hold their dropout seed: integers, not activations. With them we
+# can write $F$ and $G$ as plain functions that replay exactly the forward pass's randomness, and
+# evaluate the block's equations by hand:
+
+
+# %%
+def F(x):  # Attention(LN(x)) with the recorded rotations and dropout seed
+    return block.f.forward(x, p["attn"], record.f, record.mask)[0]
+
+
+def G(x):  # FeedForward(LN(x)) with the recorded dropout seed
+    return block.g.forward(x, p["ff"], record.g, record.mask)[0]
+
+
+y1_hand = x1 + F(x2)  # forward, by hand
+y2_hand = x2 + G(y1_hand)
+x2_hand = y2 - G(y1)  # reverse, by hand
+x1_hand = y1 - F(x2_hand)
+x1_lib, x2_lib = block.reverse(y1, y2, p, record)  # reverse, library
+
+checks = {
+    "forward by hand vs block.forward": max(abs(y1_hand - y1).max(), abs(y2_hand - y2).max()),
+    "reverse by hand vs inputs": max(abs(x1_hand - x1).max(), abs(x2_hand - x2).max()),
+    "block.reverse vs inputs": max(abs(x1_lib - x1).max(), abs(x2_lib - x2).max()),
+}
+for name, err in checks.items():
+    print(f"{name:34s} max abs error {err:.1e}")
+
+# %%
+assert max(checks.values()) < 1e-12
+
+# %% [markdown]
+# Why the record matters: the same block run a second time draws new rotations and a new dropout
+# seed, hence a *different* function $F$. Subtracting that other $F(X_2)$ gives a wrong $X_1$, and
+# nothing in the arithmetic complains. The library's `reverse` guards against this: the record
+# carries the buckets of the forward pass, the recomputation hashes again and compares, and a
+# mismatch is an error rather than silently wrong activations (and gradients).
+
+# %%
+_, _, other_record = block.forward(x1, x2, p, np.random.default_rng(1))
+x1_wrong = y1 - block.f.forward(x2, p["attn"], other_record.f, other_record.mask)[0]
+wrong_err = float(abs(x1_wrong - x1).max() / abs(x1).max())
+print(f"X1 rebuilt with another forward's F: relative error {wrong_err:.2f}")
+try:
+    block.reverse(y1, y2, p, other_record)
+    refused = False
+except RuntimeError as err:
+    refused = True
+    print("block.reverse with that record:", err)
+
+# %%
+assert wrong_err > 1e-2 and refused
+
+# %% [markdown]
+# ## 2. A 6-layer stack rebuilt from its top outputs
+#
+# We run 6 reversible blocks forward, cycling LSH, local and full attention, keep only the top
+# outputs $(Y_1, Y_2)$ and the per-block records, throw every intermediate activation away, and walk
+# back down with `reverse`. The embedding enters both streams, so at the bottom both rebuilt
+# streams must equal it.
+
+# %%
+cfg6 = reformer.ReformerConfig(
+    n_layers=6, attention_types=("lsh", "local", "full"), dropout=0.1, dtype="float64", **small
+)
+rng = np.random.default_rng(1)
+blocks6 = reformer.build_blocks(cfg6)
+params6 = reformer.init_reformer(cfg6, rng)
+x = rng.standard_normal((1, L, D))  # stands in for the embedding
+
+y1, y2 = x, x
+records = []
+for blk, p_blk in zip(blocks6, params6["blocks"]):
+    y1, y2, rec = blk.forward(y1, y2, p_blk, rng)
+    records.append(rec)  # no activations kept, only the record
+top = (y1, y2)
+for blk, p_blk, rec in zip(blocks6[::-1], params6["blocks"][::-1], records[::-1]):
+    y1, y2 = blk.reverse(y1, y2, p_blk, rec)
+rebuild_err = max(abs(y1 - x).max(), abs(y2 - x).max()) / abs(x).max()
+print("attention per layer:", [cfg6.attention_type(i) for i in range(6)])
+print(f"top outputs differ from the input by {abs(top[0] - x).max():.2f} (max abs)")
+print(f"input rebuilt from the top outputs: relative error {rebuild_err:.1e}")
+
+# %%
+assert rebuild_err < 1e-12
+
+# %% [markdown]
+# ## 3. How exact is "exact"? Reconstruction error against depth
+#
+# In exact arithmetic the reversal is perfect. In floating point each block's forward rounds
+# $X_1 + F(X_2)$ to the nearest representable number, and the reversal subtracts a recomputed
+# $F(X_2)$ that was itself evaluated at a slightly wrong $X_2$. The errors compound as we walk down
+# the stack. We build stacks of 1 to 64 blocks (the same three attention types, no dropout), run
+# each forward from the same input, reverse it to the bottom, and record the relative error
+# $\max|X - \hat X| / \max|X|$, in float32 (machine epsilon $\approx 1.2 \times 10^{-7}$) and
+# float64 ($\approx 2.2 \times 10^{-16}$). The 64-block stack's first $n$ blocks are the $n$-block
+# stack, so one set of weights serves every depth.
+
+# %%
+DEPTHS = [1, 2, 4, 8, 16, 32, 64]
+
+
+def reconstruction_errors(dtype, seed=2):
+    """Relative error of the input rebuilt from the top of stacks of each depth in DEPTHS."""
+    cfg = reformer.ReformerConfig(
+        n_layers=max(DEPTHS), attention_types=("lsh", "local", "full"), dtype=dtype, **small
+    )
+    rng = np.random.default_rng(seed)
+    blks, prm = reformer.build_blocks(cfg), reformer.init_reformer(cfg, rng)["blocks"]
+    x = rng.standard_normal((1, L, D)).astype(dtype)
+    errors = []
+    for depth in DEPTHS:
+        y1, y2, recs = x, x, []
+        for blk, p_blk in zip(blks[:depth], prm[:depth]):
+            y1, y2, rec = blk.forward(y1, y2, p_blk, rng)
+            recs.append(rec)
+        for blk, p_blk, rec in zip(blks[:depth][::-1], prm[:depth][::-1], recs[::-1]):
+            y1, y2 = blk.reverse(y1, y2, p_blk, rec)
+        errors.append(float(max(abs(y1 - x).max(), abs(y2 - x).max()) / abs(x).max()))
+    return errors
+
+
+t0 = time.perf_counter()
+rec_err = {dt: reconstruction_errors(dt) for dt in tqdm(["float32", "float64"], desc="dtypes")}
+print(f"{time.perf_counter() - t0:.1f} s")
+print("depth  float32   float64")
+for i, depth in enumerate(DEPTHS):
+    print(f"{depth:5d}  {rec_err['float32'][i]:.1e}  {rec_err['float64'][i]:.1e}")
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for dt, eps in (("float32", np.finfo(np.float32).eps), ("float64", np.finfo(np.float64).eps)):
+    (line,) = ax.loglog(DEPTHS, rec_err[dt], "o-", label=f"{dt}, measured")
+    ax.axhline(eps, color=line.get_color(), ls=":", lw=1, label=f"{dt} machine epsilon")
+ax.set_xlabel("number of reversible blocks")
+ax.set_ylabel(r"relative error of the rebuilt input")
+ax.set_title("Rebuilding the input from the top of the stack")
+ax.legend(fontsize=8)
+plotting.save_figure(fig, "04_reconstruction_error_vs_depth")
+plt.show()
+
+# %% [markdown]
+# The error grows slowly with depth (roughly in proportion to it, as independent rounding errors
+# of each block add up, amplified a little by each block's sensitivity) and stays within about a
+# hundred machine epsilons even at 64 blocks: far below anything that matters for the gradient of a
+# training step in float32, and about $10^{-14}$ in float64. The check: float64 stays below
+# $10^{-12}$ at every depth, float32 below $10^{-4}$, and float32 is worse than float64.
+
+# %%
+assert max(rec_err["float64"]) < 1e-12
+assert max(rec_err["float32"]) < 1e-4
+assert all(e32 > e64 for e32, e64 in zip(rec_err["float32"], rec_err["float64"]))
+
+# %% [markdown]
+# ## 4. Gradients: the reversible stack against stored activations
+#
+# ### The backward pass of one block, derived
+#
+# Write $\bar a = \partial \mathcal{L}/\partial a$. We arrive at a block holding its outputs
+# $(Y_1, Y_2)$ and their gradients $(\bar Y_1, \bar Y_2)$. Reading the forward equations
+# backwards:
+#
+# 1. Recompute $G(Y_1)$ (keeping its cache) and recover $X_2 = Y_2 - G(Y_1)$.
+# 2. $Y_1$ feeds both the output $Y_1$ and, through $G$, the output $Y_2$, so its total gradient is
+#    $$\hat Y_1 := \bar Y_1 + J_G(Y_1)^{\top} \bar Y_2,$$
+#    with $J_G$ the Jacobian of $G$; $G$'s parameter gradients come with it: one backward pass of
+#    $G$ with upstream gradient $\bar Y_2$.
+# 3. Recompute $F(X_2)$ (same hashes, same dropout) and recover $X_1 = Y_1 - F(X_2)$.
+# 4. $X_1$ reaches the loss only through $Y_1$, with identity Jacobian: $\bar X_1 = \hat Y_1$.
+# 5. $X_2$ feeds $Y_2$ directly and $Y_1$ through $F$:
+#    $$\bar X_2 = \bar Y_2 + J_F(X_2)^{\top} \hat Y_1,$$
+#    one backward pass of $F$ with upstream gradient $\hat Y_1$, which also gives
+#    $F$'s parameter gradients.
+#
+# That is `reverse_and_grad`: each sub-layer is run forward once more and backward once, and at any
+# moment only one block's intermediates are alive. Compute goes up by about one extra forward pass;
+# memory stops depending on depth.
+#
+# Since the reversal is a different *order of computation* of the same function, its gradients
+# must equal those of an ordinary backward pass with stored activations up to rounding. We check
+# that on the whole language model, in float64.
+
+# %% [markdown]
+# ### Checked on the whole language model
+#
+# `reformer.loss_and_grads` runs the same blocks either way: `reversible=True` keeps only the top
+# outputs and walks down with `reverse_and_grad`; `reversible=False` keeps every block's cache and
+# calls the ordinary backward. Same weights, same random draws (same seed), float64, with LSH, local
+# and full attention, dropout 0.1, and chunked feed-forward and loss:
+
+# %%
+cfg_rev = reformer.ReformerConfig(
+    n_layers=6,
+    attention_types=("lsh", "local", "full"),
+    dropout=0.1,
+    ff_chunk=32,
+    loss_chunk=32,
+    dtype="float64",
+    **small,
+)
+cfg_stored = dataclasses.replace(cfg_rev, reversible=False)
+params = reformer.init_reformer(cfg_rev, np.random.default_rng(3))
+tokens = np.random.default_rng(4).integers(0, VOCAB, size=(2, L))
+
+loss_rev, grads_rev = reformer.loss_and_grads(params, tokens, cfg_rev, np.random.default_rng(5))
+loss_st, grads_st = reformer.loss_and_grads(params, tokens, cfg_stored, np.random.default_rng(5))
+
+worst, worst_path = 0.0, None
+for (path, g_rev), g_st in zip(tree.leaves_with_paths(grads_rev), tree.leaves(grads_st)):
+    err = gradcheck.rel_error(g_rev, g_st)
+    if err >= worst:
+        worst, worst_path = err, tree.path_str(path)
+print(f"loss: reversible {loss_rev:.15f}, stored {loss_st:.15f}")
+print(f"{len(tree.leaves(grads_rev))} gradient arrays; largest relative difference {worst:.1e}")
+print(f"  (at {worst_path})")
+
+# %%
+assert abs(loss_rev - loss_st) < 1e-12
+assert worst < 1e-9
+
+# %% [markdown]
+# ## 5. Memory against depth: measured and predicted
+#
+# Now the point of it all. We measure the peak memory of one training step (`loss_and_grads`:
+# forward, loss, backward) with `memory.measure_peak`, which counts the NumPy allocations made
+# during the call (the parameters already exist and are not counted; the gradient tree being built
+# is). Depths 1 to 24, with full attention and no chunking, at a small size (one sequence of 512
+# tokens, $d_{model} = 32$, 2 heads, $d_{ff} = 128$) so that the sweep takes seconds; float32.
+#
+# Table 3 predicts, for full attention, $\max(b\,l\,d_{ff},\ b\,n_h\,l^2)\, n_l$ for stored
+# activations and $\max(b\,l\,d_{ff},\ b\,n_h\,l^2)$ for the reversible model: here the attention
+# matrix, $n_h\, l^2 = 2 \cdot 512^2$ floats = 2 MiB, dominates, kept once per layer or once in
+# all. The table names the largest tensor of a layer, not every array a real implementation keeps,
+# so we compare **slopes** (bytes per extra layer); `memory.transformer_activation_bytes` counts
+# everything our stored-activation blocks keep, for a closer prediction.
+
+# %%
+MEM = dict(vocab_size=VOCAB, d_model=32, n_heads=2, d_ff=128, max_len=512, dtype="float32")
+MEM_L = 512
+MEM_DEPTHS = [1, 2, 4, 8, 12, 16, 20, 24]
+mem_tokens = np.random.default_rng(6).integers(0, VOCAB, size=(1, MEM_L))
+
+
+def step_peak(n_layers, reversible):
+    """Peak bytes of one training step and the bytes of its gradient tree."""
+    cfg = reformer.ReformerConfig(
+        n_layers=n_layers, attention_types=("full",), reversible=reversible, **MEM
+    )
+    params = reformer.init_reformer(cfg, np.random.default_rng(7))
+    (_, grads), peak = memory.measure_peak(reformer.loss_and_grads, params, mem_tokens, cfg)
+    return peak, memory.tree_nbytes(grads)
+
+
+t0 = time.perf_counter()
+peaks = {"stored": [], "reversible": []}
+grad_bytes = []
+for n in tqdm(MEM_DEPTHS, desc="depths"):
+    stored_peak, g_bytes = step_peak(n, reversible=False)
+    peaks["stored"].append(stored_peak)
+    peaks["reversible"].append(step_peak(n, reversible=True)[0])
+    grad_bytes.append(g_bytes)
+print(f"{time.perf_counter() - t0:.1f} s")
+
+sizes = dict(batch=1, length=MEM_L, d_model=32, d_ff=128, n_heads=2)
+predicted = {
+    "stored": [memory.table3_memory("transformer", n_layers=n, **sizes) for n in MEM_DEPTHS],
+    "reversible": [memory.table3_memory("reversible", n_layers=n, **sizes) for n in MEM_DEPTHS],
+}
+counted = [memory.transformer_activation_bytes(n_layers=n, **sizes) for n in MEM_DEPTHS]
+MiB = 2**20
+print("layers  stored MiB  reversible MiB  gradients MiB  Table 3 stored / reversible MiB")
+for i, n in enumerate(MEM_DEPTHS):
+    print(
+        f"{n:6d}  {peaks['stored'][i] / MiB:10.2f}  {peaks['reversible'][i] / MiB:14.2f}  "
+        f"{grad_bytes[i] / MiB:13.2f}  {predicted['stored'][i] / MiB:8.2f} / "
+        f"{predicted['reversible'][i] / MiB:.2f}"
+    )
+
+
+def slope(values):
+    return float(np.polyfit(MEM_DEPTHS, values, 1)[0])
+
+
+slopes = {k: slope(v) for k, v in peaks.items()}
+slope_grads = slope(grad_bytes)
+print(
+    f"\nbytes per extra layer: stored {slopes['stored'] / MiB:.3f} MiB, "
+    f"reversible {slopes['reversible'] / MiB:.3f} MiB (of which gradients "
+    f"{slope_grads / MiB:.3f} MiB)"
+)
+print(
+    f"Table 3 slope (n_h l^2 floats): {slope(predicted['stored']) / MiB:.3f} MiB; "
+    f"everything the stored blocks keep (memory.transformer_activation_bytes): "
+    f"{slope(counted) / MiB:.3f} MiB"
+)
+print(f"stored / reversible at 24 layers: {peaks['stored'][-1] / peaks['reversible'][-1]:.1f}x")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4.5))
+for key, color in (("stored", "C3"), ("reversible", "C0")):
+    ax.plot(MEM_DEPTHS, np.array(peaks[key]) / MiB, "o-", color=color, label=f"{key}, measured")
+    # Table 3 gives the growth, not the constant: anchor its line at the measured 1-layer peak.
+    anchored = np.array(predicted[key]) - predicted[key][0] + peaks[key][0]
+    ax.plot(MEM_DEPTHS, anchored / MiB, "--", color=color, label=f"{key}, Table 3 growth")
+ax.plot(MEM_DEPTHS, np.array(grad_bytes) / MiB, ":", color="gray", label="gradient tree")
+ax.set_xlabel("number of layers $n_l$")
+ax.set_ylabel("peak memory of one training step (MiB)")
+ax.set_title(f"One training step, L={MEM_L}, full attention, float32")
+ax.legend(fontsize=8)
+plotting.save_figure(fig, "04_memory_vs_depth")
+plt.show()
+
+# %% [markdown]
+# Stored activations grow linearly, by about the Table 3 term (the $2 \cdot 512^2$ attention
+# weights) plus the smaller $(l, d)$ and $(l, d_{ff})$ arrays each block keeps. The reversible
+# model is flat up to the gradient tree, which grows with depth because every layer has its own
+# weights (Table 3 counts activations only; the parameters and their gradients are the other
+# memory the paper's introduction mentions, and the optimizer's). The checks, robust to noise in
+# the measurement: the stored slope is at least half the Table 3 slope and more than 10 times the
+# reversible slope, and the reversible slope is within a factor 2 of the gradient tree's.
+
+# %%
+assert slopes["stored"] > 0.5 * slope(predicted["stored"])
+assert slopes["stored"] > 10 * slopes["reversible"]
+assert slopes["reversible"] < 2 * slope_grads
+assert peaks["stored"][-1] > 4 * peaks["reversible"][-1]
+
+# %% [markdown]
+# ## Summary
+#
+# - A reversible block $Y_1 = X_1 + F(X_2)$, $Y_2 = X_2 + G(Y_1)$ can be undone by two
+#   subtractions, whatever $F$ and $G$ are; the Reformer uses $F$ = attention and $G$ =
+#   feed-forward, each with its layer norm inside.
+# - Random sub-layers (LSH hashing, dropout) must replay their forward's choices: each block's
+#   forward returns a small record (rotations, buckets, seeds) instead of its activations.
+# - A stack of blocks is rebuilt from its top outputs to rounding error: about $10^{-15}$ in float64
+#   and $10^{-6}$ to $10^{-5}$ in float32, growing slowly with depth.
+# - `reverse_and_grad` recomputes each sub-layer once and gives the same gradients as storing every
+#   activation (here to about $10^{-14}$ in float64).
+# - Peak training memory: linear in depth with stored activations (about 3.3 MiB per layer here,
+#   Table 3's $n_h l^2$ term plus the smaller arrays), flat with reversible layers except for the
+#   parameter gradients. What remains is the memory of *one* layer; notebook 05 shrinks that with
+#   chunking, and puts all the tricks together.
