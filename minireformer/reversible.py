@@ -229,9 +229,12 @@ class AttentionSubLayer:
 def _check_same_buckets(recorded, recomputed) -> None:
     xp = backend.array_module(recorded, recomputed)
     if recorded.shape != recomputed.shape or not bool(xp.all(recorded == recomputed)):
+        n_diff = int(xp.sum(recorded != recomputed)) if recorded.shape == recomputed.shape else -1
         raise RuntimeError(
-            "buckets: the recomputed LSH buckets differ from the recorded ones; the reversible "
-            "recomputation would not replay the forward pass"
+            f"buckets: the recomputed LSH buckets differ from the recorded ones ({n_diff} entries "
+            "differ); the reversible recomputation would not replay the forward pass (a foreign "
+            "record, or, in float32, a reconstruction error that moved a vector across a bucket "
+            "boundary: replaying needs lsh_attention_forward to accept the recorded buckets)"
         )
 
 
@@ -388,10 +391,10 @@ class ReversibleBlock:
         """
         self._check_inputs(("x1", "x2"), x1, x2)
         rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
-        f_out, _, rec_f = self.f.forward(x2, params[self.f.key], rec_f, mask)  # cache dropped
+        f_out, rec_f = _output_and_record(self.f, x2, params, rec_f, mask)
         y1 = x1 + f_out  # (B, L, D)
         del f_out
-        g_out, _, rec_g = self.g.forward(y1, params[self.g.key], rec_g, mask)
+        g_out, rec_g = _output_and_record(self.g, y1, params, rec_g, mask)
         y2 = x2 + g_out  # (B, L, D)
         return y1, y2, BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g)
 
@@ -399,8 +402,8 @@ class ReversibleBlock:
         """Reconstruct the inputs from the outputs (paper eq. 9): (x1, x2), (B, L, D) each."""
         self._check_inputs(("y1", "y2"), y1, y2)
         self._check_record(record, y1.shape)
-        x2 = y2 - self.g.forward(y1, params[self.g.key], record.g, record.mask)[0]
-        x1 = y1 - self.f.forward(x2, params[self.f.key], record.f, record.mask)[0]
+        x2 = y2 - _output_and_record(self.g, y1, params, record.g, record.mask)[0]
+        x1 = y1 - _output_and_record(self.f, x2, params, record.f, record.mask)[0]
         return x1, x2
 
     def reverse_and_grad(self, y1, y2, dy1, dy2, params, record: BlockRecord):
@@ -450,6 +453,12 @@ class ReversibleBlock:
         dx1 = dy1 + dy1_g
         dx2_f, dp_f = self.f.backward(dx1, cache.f)
         return dx1, dy2 + dx2_f, {self.f.key: dp_f, self.g.key: dp_g}
+
+
+def _output_and_record(sublayer, x, params, rec, mask):
+    """A sub-layer's output and completed record; its cache (the activations) is freed at once."""
+    out, _, rec = sublayer.forward(x, params[sublayer.key], rec, mask)
+    return out, rec
 
 
 def init_block_params(
