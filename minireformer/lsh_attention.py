@@ -132,8 +132,8 @@ def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, a
     k_tok = look_around(tokens, n_before, n_after).reshape(batch, n_heads, -1)  # (B, H, n_c*W)
     q_shape, k_shape = (batch, n_heads, n_chunks, chunk_len, 1), (batch, n_heads, n_chunks, 1, -1)
     # where each slot's key is in every round: (bucket code,) chunk; R x (B, H, n_c, 1, W)
-    k_loc = [gather((bucket_part + chunk_of)[:, :, r], k_tok).reshape(k_shape)
-             for r in range(n_rounds)]  # fmt: skip
+    locations = bucket_part + chunk_of  # (B, H, R, Lp)
+    k_loc = [gather(locations[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
     n_window = (n_before + 1 + n_after) * chunk_len  # W
     counts = xp.zeros(tokens.shape + (n_window,), dtype=xp.int32)  # (B, H, n_c, C, W)
     # loops over rounds and window offsets; each step is vectorised over B, H and all slots and
@@ -200,8 +200,7 @@ def lsh_attention_forward(
     codes = codes + (n_buckets + 1) * xp.arange(n_hashes).reshape(-1, 1)  # bucket + offset
     sort_key = (codes * padded + xp.arange(padded)).reshape(batch, n_heads, -1)  # (B, H, R*Lp)
     order = xp.argsort(sort_key, axis=-1)  # keys are distinct, so any sort is the stable one
-    inverse = xp.empty_like(order)
-    xp.put_along_axis(inverse, order, xp.arange(order.shape[-1]), axis=-1)
+    inverse = xp.argsort(order, axis=-1)  # (B, H, R*Lp) copy index -> sorted slot
     tokens = order % padded  # (B, H, R*Lp) position held by each sorted slot
 
     def sorted_chunks(x):  # (B, H, Lp, ...) per position -> (B, H, n_c, C, ...) sorted

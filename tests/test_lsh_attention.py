@@ -339,27 +339,29 @@ def test_padding_keys_get_no_weight_and_no_gradient():
     n_hashes=st.integers(1, 3),
     half_buckets=st.integers(1, 4),
     chunk_len=st.integers(1, 6),
+    nb=st.integers(0, 2),
+    na=st.integers(0, 1),
     causal=st.booleans(),
     released=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_property_matches_references(
-    b, h, length, d, n_hashes, half_buckets, chunk_len, causal, released, seed
+    b, h, length, d, n_hashes, half_buckets, chunk_len, nb, na, causal, released, seed
 ):
     rng = np.random.default_rng(seed)
     qk, v, mask = make_inputs(rng, b, h, length, d, pad=length > 1)
     n_buckets = 2 * half_buckets
     out, cache, across, dup = run(qk, v, mask, chunk_len=chunk_len, n_hashes=n_hashes,
-                                  n_buckets=n_buckets, rng=rng, causal=causal,
+                                  n_buckets=n_buckets, rng=rng, causal=causal, nb=nb, na=na,
                                   mode="released" if released else "paper")  # fmt: skip
     assert out.shape == v.shape and cache.buckets.shape == (b, h, n_hashes, length)
     assert cache.buckets.min() >= 0 and cache.buckets.max() < n_buckets
     if released:
         ref = loop_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
-                             mask=mask, nb=1, na=0, across=True, dup=True)  # fmt: skip
+                             mask=mask, nb=nb, na=na, across=True, dup=True)  # fmt: skip
     else:
         ref = union_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
-                              mask=mask, nb=1, na=0, across=False)  # fmt: skip
+                              mask=mask, nb=nb, na=na, across=False)  # fmt: skip
     assert np.max(np.abs(out - ref)) < 1e-10
 
 
