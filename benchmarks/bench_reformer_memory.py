@@ -396,14 +396,16 @@ def main(argv=None) -> dict:
 
     log("[4/4] Reformer at the baseline's lengths, for ratios at equal L ...")
     for row in base:
+        log(f"  Reformer L={row['length']} ...")
         if row["length"] in ladder:
             continue
         r = training_step(reformer_config(setup, row["length"]), row["length"])
         r["table3_bytes"] = table3(setup, "reformer", row["length"])
-        log(
-            f"  Reformer L={r['length']}: peak {r['peak_bytes'] / MiB:.1f} MiB, "
-            f"{r['seconds']:.1f} s"
-        )
+        if "error" not in r:
+            log(
+                f"  Reformer L={r['length']}: peak {r['peak_bytes'] / MiB:.1f} MiB, "
+                f"{r['seconds']:.1f} s"
+            )
         ref_rows.append(r)
     ref_rows.append(main_row)
     ref_rows.sort(key=lambda r: r["length"])
@@ -417,6 +419,11 @@ def main(argv=None) -> dict:
     )
     ratios = {}
     measured = {r["length"]: r for r in ref_rows if "peak_bytes" in r and "error" not in r}
+    for row in base:  # at every length where both steps were measured
+        if row["length"] in measured:
+            ratios[f"baseline_over_reformer_at_L{row['length']}"] = (
+                row["peak_bytes"] / measured[row["length"]]["peak_bytes"]
+            )
     if base and largest in measured:
         ratios["baseline_over_reformer_at_largest_baseline_len"] = (
             base[-1]["peak_bytes"] / measured[largest]["peak_bytes"]
@@ -443,6 +450,8 @@ def main(argv=None) -> dict:
         )
     log(f"  Table 3, Reformer at L={target}: {main_row['table3_bytes'] / MiB:.0f} MiB")
     for r in ref_rows:
+        if "error" in r and "components" not in r:
+            log(f"  L={r['length']}: step failed: {r['error']}")
         if "components" in r:
             c = r["components"]
             log(
