@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from . import backend, lsh
 from .attention import unit_norm_backward, unit_norm_forward
-from .checks import check_float_array, check_positive_int
+from .checks import check_array, check_float_array, check_positive_int
 from .chunked_attention import (
     check_chunked_inputs,
     gather,
@@ -107,6 +107,16 @@ def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
     return rotations, 2 * rotations.shape[-1]
 
 
+def _check_buckets(buckets, shape, n_buckets):
+    """Given buckets must be integers of ``shape`` (B, H, R, L) in [0, n_buckets)."""
+    check_array("buckets", buckets, shape=shape)
+    if buckets.dtype.kind not in "iu":
+        raise TypeError(f"buckets: expected an integer array, got dtype {buckets.dtype}")
+    lo, hi = int(buckets.min()), int(buckets.max())
+    if lo < 0 or hi >= n_buckets:
+        raise ValueError(f"buckets: expected ids in [0, {n_buckets}), got values in [{lo}, {hi}]")
+
+
 def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, across):
     """N for every (query slot, window slot): how often that key is attended by that query.
 
@@ -163,6 +173,7 @@ def lsh_attention_forward(
     n_chunks_after=0,
     attend_across_buckets=False,
     allow_duplicate_attention=False,
+    buckets=None,
 ):
     """Multi-round LSH self-attention with shared QK (paper section 2 and Appendix A).
 
@@ -175,6 +186,9 @@ def lsh_attention_forward(
         rotations: (Dh, R, K/2) or (H, Dh, R, K/2) to hash with (e.g. ``cache.rotations``, to
             replay a forward exactly); if None, drawn per head from ``rng``.
         rng: numpy.random.Generator, needed when ``rotations`` is None.
+        buckets: optional (B, H, R, L) int bucket ids in [0, K) used instead of hashing (e.g.
+            ``cache.buckets``): an exact replay even when a recomputed qk differs by round-off.
+            ``rotations`` (or ``rng``) is then still checked and recorded, not used.
         causal: query i attends only to keys at positions j <= i.
         mask: None or (B, L) bool, True for real tokens; padding keys are masked.
         n_chunks_before, n_chunks_after: the look-around window, in chunks.
@@ -193,7 +207,10 @@ def lsh_attention_forward(
     padded = padded_length(length, chunk_len)
     n_chunks = n_hashes * padded // chunk_len
 
-    buckets = lsh.hash_vectors(qk, rotations)  # (B, H, R, L)
+    if buckets is None:
+        buckets = lsh.hash_vectors(qk, rotations)  # (B, H, R, L)
+    else:
+        _check_buckets(buckets, (batch, n_heads, n_hashes, length), n_buckets)
     # sort key (round, bucket, position); padding as bucket K, after its round's real tokens
     pad_bucket = xp.full((batch, n_heads, n_hashes, padded - length), n_buckets, buckets.dtype)
     codes = xp.concatenate([buckets, pad_bucket], axis=-1)  # (B, H, R, Lp)

@@ -241,6 +241,33 @@ def test_replay_with_cached_rotations_and_per_head_or_shared_rotations():
     assert np.array_equal(cache3.buckets, lsh.hash_vectors(qk, shared))
 
 
+def test_replay_with_given_buckets():
+    rng = np.random.default_rng(14)
+    qk, v, mask = make_inputs(rng, 2, 2, 18, 4, pad=True)
+    out, cache = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rng=rng, mask=mask)
+    nudged = qk + 1e-3 * rng.standard_normal(qk.shape)  # as a float32 recomputation might be
+    again, cache2 = lsh_attention_forward(
+        nudged, v, chunk_len=4, n_hashes=2, mask=mask, rotations=cache.rotations,
+        buckets=cache.buckets,
+    )  # fmt: skip
+    assert cache2.buckets is cache.buckets and np.array_equal(cache2.order, cache.order)
+    assert np.max(np.abs(out - again)) < 1e-2
+    zero = np.zeros((2, 2, 2, 18), dtype=np.int64)  # all in bucket 0: as zero rotations
+    by_buckets, _ = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rotations=cache.rotations,
+                                          buckets=zero)  # fmt: skip
+    by_rotations, _ = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2,
+                                            rotations=np.zeros((4, 2, 5)))  # fmt: skip
+    assert np.array_equal(by_buckets, by_rotations)
+    for bad, match in (
+        (zero[:, :, :1], "buckets: expected shape"),
+        (zero + 10, "buckets: expected ids"),
+        (zero.astype(float), "buckets: expected an integer"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=match):
+            lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rotations=cache.rotations,
+                                  buckets=bad)  # fmt: skip
+
+
 def test_float32_runs_and_stays_float32():
     rng = np.random.default_rng(6)
     qk, v, _ = make_inputs(rng, 1, 2, 30, 8)
