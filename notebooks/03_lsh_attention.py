@@ -331,7 +331,7 @@ axes[0].set_ylabel("query position (bucket), sorted")
 axes[0].set_xlabel("window slot: previous chunk, own chunk")
 axes[0].set_title("masks in each chunk's window (causal)")
 handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(4)]
-axes[0].legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12))
+axes[0].legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.3))
 axes[1].imshow(causal_weights, cmap="Greys", vmin=0, vmax=1)
 axes[1].set_title("causal LSH attention weights, original order")
 axes[1].set_xlabel("key position")
