@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend, layers, lsh
+from . import layers, lsh
 from .attention import (
     init_multihead_attention,
     merge_heads,
@@ -191,14 +191,13 @@ class AttentionSubLayer:
             n_hashes=self.n_hashes,
             n_buckets=self._buckets_for(qk.shape[2]),
             rotations=rec["rotations"],
+            buckets=rec["buckets"],  # None on the first run; then replayed, never re-hashed
             causal=self.causal,
             mask=mask,
             **window,
         )
         if rec["buckets"] is None:
             rec = {**rec, "buckets": cache.buckets}  # (B, H, R, L) the pattern to replay
-        else:
-            _check_same_buckets(rec["buckets"], cache.buckets)
         return out, cache, rec
 
     def backward(self, dout, cache: AttentionCache):
@@ -224,18 +223,6 @@ class AttentionSubLayer:
         out, cache, _ = self.forward(x, p, rec, mask)
         dx, dp = self.backward(dout, cache)
         return out, dx, dp
-
-
-def _check_same_buckets(recorded, recomputed) -> None:
-    xp = backend.array_module(recorded, recomputed)
-    if recorded.shape != recomputed.shape or not bool(xp.all(recorded == recomputed)):
-        n_diff = int(xp.sum(recorded != recomputed)) if recorded.shape == recomputed.shape else -1
-        raise RuntimeError(
-            f"buckets: the recomputed LSH buckets differ from the recorded ones ({n_diff} entries "
-            "differ); the reversible recomputation would not replay the forward pass (a foreign "
-            "record, or, in float32, a reconstruction error that moved a vector across a bucket "
-            "boundary: replaying needs lsh_attention_forward to accept the recorded buckets)"
-        )
 
 
 def init_attention_params(rng, d_model: int, n_heads: int, d_head: int, dtype="float32"):
