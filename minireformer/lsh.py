@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 
 from . import backend
-from .checks import check_array, check_float_array, check_positive_int
+from .checks import check_float_array, check_positive_int
+
+MAX_BLOCK_ELEMENTS = 1 << 23  # projections held at once while hashing (32 MiB in float32)
 
 
 def default_n_buckets(length: int, chunk_len: int) -> int:
@@ -61,6 +63,10 @@ def random_rotations(rng, dim: int, n_hashes: int, n_buckets: int, n_heads: int 
 def hash_vectors(x, rotations):
     """Bucket ids of ``x`` in every round: argmax([xR; -xR]).
 
+    The projections xR of all positions would take B*H*L*R*K/2 numbers, which grows as L^2 under
+    the default K = 2L/C; positions are therefore hashed in blocks of at most
+    ``MAX_BLOCK_ELEMENTS`` projections, so hashing memory stays linear in L.
+
     Args:
         x: (B, H, L, Dh) vectors to hash.
         rotations: (Dh, R, K/2) shared by all heads, or (H, Dh, R, K/2) one set per head.
@@ -69,16 +75,29 @@ def hash_vectors(x, rotations):
         integer array (B, H, R, L) of bucket ids in [0, K).
     """
     check_float_array("x", x, ndim=4)
-    dim = x.shape[-1]
+    batch, n_heads, length, dim = x.shape
     if rotations.ndim == 3:
         check_float_array("rotations", rotations, shape=(dim, None, None))
-        rotated = (x @ rotations.reshape(dim, -1)).reshape(x.shape[:3] + rotations.shape[1:])
+        flat = rotations.reshape(dim, -1)  # (Dh, R*K/2), broadcast over heads
     else:
-        check_array("rotations", rotations, shape=(x.shape[1], dim, None, None))
-        check_float_array("rotations", rotations)
-        n_heads, _, n_hashes, half = rotations.shape
-        flat = rotations.reshape(n_heads, dim, n_hashes * half)  # (H, Dh, R*K/2)
-        rotated = (x @ flat[None]).reshape(x.shape[:3] + (n_hashes, half))  # (B, H, L, R, K/2)
+        check_float_array("rotations", rotations, shape=(n_heads, dim, None, None))
+        flat = rotations.reshape(n_heads, dim, -1)[None]  # (1, H, Dh, R*K/2)
+    n_hashes, half = rotations.shape[-2:]
     xp = backend.array_module(x, rotations)
-    both = xp.concatenate([rotated, -rotated], axis=-1)  # (B, H, L, R, K)
-    return xp.moveaxis(xp.argmax(both, axis=-1), -1, 2)  # (B, H, R, L)
+    buckets = xp.empty((batch, n_heads, length, n_hashes), dtype=xp.int64)
+    block = max(1, MAX_BLOCK_ELEMENTS // (batch * n_heads * n_hashes * half))
+    for start in range(0, length, block):
+        part = x[:, :, start : start + block]  # (B, H, l, Dh)
+        rotated = (part @ flat).reshape(part.shape[:3] + (n_hashes, half))  # (B, H, l, R, K/2)
+        buckets[:, :, start : start + block] = _argmax_signed(rotated, xp)
+    return xp.ascontiguousarray(xp.moveaxis(buckets, -1, 2))  # (B, H, R, L)
+
+
+def _argmax_signed(rotated, xp):
+    """argmax([r; -r]) over the last axis without building the concatenation.
+
+    The largest of -r is -min(r); ties go to the first half, as argmax of the concatenation does.
+    """
+    top, bottom = xp.max(rotated, axis=-1), -xp.min(rotated, axis=-1)
+    half = rotated.shape[-1]
+    return xp.where(top >= bottom, xp.argmax(rotated, axis=-1), half + xp.argmin(rotated, axis=-1))
