@@ -172,25 +172,20 @@ assert max(checks.values()) < 1e-12
 
 # %% [markdown]
 # Why the record matters: the same block run a second time draws new rotations and a new dropout
-# seed, hence a *different* function $F$. Subtracting that other $F(X_2)$ gives a wrong $X_1$, and
-# nothing in the arithmetic complains. The library's `reverse` guards against this: the record
-# carries the buckets of the forward pass, the recomputation hashes again and compares, and a
-# mismatch is an error rather than silently wrong activations (and gradients).
+# seed, hence *different* functions $F$ and $G$. Reversing with that other record subtracts the
+# wrong $G(Y_1)$ and $F(X_2)$, and nothing in the arithmetic complains: the rebuilt inputs are
+# simply wrong, and so would be every gradient computed from them. A record must travel with the
+# outputs it was made with. The library checks what it can: a record names the block that made it
+# and the shapes it was made for (section 2 shows a record handed to the wrong block refused).
 
 # %%
 _, _, other_record = block.forward(x1, x2, p, np.random.default_rng(1))
-x1_wrong = y1 - block.f.forward(x2, p["attn"], other_record.f, other_record.mask)[0]
-wrong_err = float(abs(x1_wrong - x1).max() / abs(x1).max())
-print(f"X1 rebuilt with another forward's F: relative error {wrong_err:.2f}")
-try:
-    block.reverse(y1, y2, p, other_record)
-    refused = False
-except RuntimeError as err:
-    refused = True
-    print("block.reverse with that record:", err)
+x1_wrong, x2_wrong = block.reverse(y1, y2, p, other_record)
+wrong_err = float(max(abs(x1_wrong - x1).max(), abs(x2_wrong - x2).max()) / abs(x1).max())
+print(f"reverse with another forward's record: relative error {wrong_err:.2f}")
 
 # %%
-assert wrong_err > 1e-2 and refused
+assert wrong_err > 1e-2
 
 # %% [markdown]
 # ## 2. A 6-layer stack rebuilt from its top outputs
@@ -224,6 +219,21 @@ print(f"input rebuilt from the top outputs: relative error {rebuild_err:.1e}")
 
 # %%
 assert rebuild_err < 1e-12
+
+# %% [markdown]
+# Walking down, each block must get its own record. Handing block 1 the record of block 0 is
+# refused rather than silently rebuilding wrong activations:
+
+# %%
+try:
+    blocks6[1].reverse(*top, params6["blocks"][1], records[0])
+    refused = False
+except ValueError as err:
+    refused = True
+    print("ValueError:", err)
+
+# %%
+assert refused
 
 # %% [markdown]
 # ## 3. How exact is "exact"? Reconstruction error against depth
