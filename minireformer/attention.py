@@ -105,7 +105,8 @@ def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask
       token attends to itself only when every other key is masked (and no row is fully masked).
 
     Positions are *original* sequence positions, so that the same function serves the dense
-    (L x L) layout and a sorted, chunked one.
+    (L x L) layout and a sorted, chunked one. ``logits`` is overwritten in place (callers pass
+    a freshly computed array), so that masking costs no second copy of the largest array.
 
     Args:
         logits: (..., Lq, Lk) float.
@@ -116,7 +117,8 @@ def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask
         self_mask: set the logit of each query with its own position to NEG_SELF (shared-QK).
 
     Returns:
-        ``(masked_logits, keep)``: ``masked_logits`` (..., Lq, Lk); ``keep`` a bool array
+        ``(masked_logits, keep)``: ``masked_logits`` (..., Lq, Lk), the same array as
+        ``logits``; ``keep`` a bool array
         broadcastable to it, True where the logit was kept, or None when nothing is masked. Call
         it on zeros to see the mask itself: 0 kept, NEG_SELF, NEG_MASK.
     """
@@ -129,12 +131,12 @@ def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask
         keep = keep & (k_pos <= q_pos)  # (..., Lq, Lk)
     if key_valid is not None:
         keep = keep & key_valid[..., None, :]  # (..., Lq, Lk)
-    masked = xp.where(keep, logits, xp.asarray(NEG_MASK, dtype=logits.dtype))
+    xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=~keep)
     if self_mask:
         is_self = q_pos == k_pos  # (..., Lq, Lk)
         keep = keep & ~is_self
-        masked = xp.where(is_self, xp.asarray(NEG_SELF, dtype=logits.dtype), masked)
-    return masked, keep
+        xp.copyto(logits, xp.asarray(NEG_SELF, dtype=logits.dtype), where=is_self)
+    return logits, keep
 
 
 # ---------------------------------------------------------------------------------------------

@@ -107,8 +107,8 @@ def window_multiplicity(delta, n_chunks: int, n_before: int, n_after: int):
 
 
 def _matmul_t(a, b):
-    """a @ b^T over the last two axes; the transpose is made contiguous first, because NumPy's
-    batched matmul is about ten times slower on transposed views than on contiguous arrays."""
+    """a @ b^T over the last two axes; the (small) transposed operand is made contiguous first,
+    which NumPy's batched matmul handles faster than a transposed view of a gathered array."""
     xp = backend.array_module(a, b)
     return xp.matmul(a, xp.ascontiguousarray(b.swapaxes(-1, -2)))
 
@@ -137,24 +137,29 @@ def window_attention_forward(
         ``keep`` (bool, broadcastable to probs) is False where a logit was replaced by a constant.
     """
     xp = backend.array_module(q, k, v)
-    k_win = look_around(k, n_before, n_after)  # (B, H, n_c, W, Dh)
-    v_win = look_around(v, n_before, n_after)  # (B, H, n_c, W, Dv)
+    # Memory: a window copy of k or v is as large as the (C, W) logits when Dh ~ W / 2, so each
+    # is built just before its single use and released right after (del), as are the logits'
+    # temporaries: this layer's peak is a few arrays of the logits' size, not a dozen.
     k_pos = look_around(pos, n_before, n_after)  # (B, H, n_c, W)
     valid = None if key_valid is None else look_around(key_valid, n_before, n_after)
-    logits = _matmul_t(q, k_win)  # (B, H, n_c, C, W)
+    logits = _matmul_t(q, look_around(k, n_before, n_after))  # (B, H, n_c, C, W)
     logits, keep = mask_logits(logits, pos, k_pos, causal=causal, key_valid=valid, self_mask=True)
     if group is not None:
         same = group[..., :, None] == look_around(group, n_before, n_after)[..., None, :]
-        logits = xp.where(same, logits, xp.asarray(NEG_MASK, dtype=logits.dtype))
-        keep = keep & same  # (B, H, n_c, C, W)
+        xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=~same)
+        keep = same if keep is None else keep & same  # (B, H, n_c, C, W)
+        del same
+    # In place from here on: the (B, H, n_c, C, W) logits are the largest array of the layer.
     if log_count is not None:
-        logits = logits - log_count
+        logits -= log_count
+        del log_count
     top = xp.max(logits, axis=-1, keepdims=True)  # (B, H, n_c, C, 1) subtracted for stability
-    probs = xp.exp(logits - top)  # (B, H, n_c, C, W)
+    logits -= top
+    probs = xp.exp(logits, out=logits)  # (B, H, n_c, C, W)
     total = xp.sum(probs, axis=-1, keepdims=True)
     probs /= total
     lse = (top + xp.log(total))[..., 0]  # (B, H, n_c, C)
-    out = xp.matmul(probs, v_win)  # (B, H, n_c, C, Dv)
+    out = xp.matmul(probs, look_around(v, n_before, n_after))  # (B, H, n_c, C, Dv)
     return out, lse, probs, keep
 
 
@@ -180,18 +185,17 @@ def window_attention_backward(dout, row, probs, keep, q, k, v, *, n_before, n_af
         that saw them).
     """
     xp = backend.array_module(dout, probs)
-    k_win = look_around(k, n_before, n_after)  # (B, H, n_c, W, Dh)
-    v_win = look_around(v, n_before, n_after)  # (B, H, n_c, W, Dv)
-    dv_win = xp.matmul(xp.ascontiguousarray(probs.swapaxes(-1, -2)), dout)  # (B, H, n_c, W, Dv)
-    dlogits = probs * (_matmul_t(dout, v_win) - row[..., None])  # (B, H, n_c, C, W)
-    dlogits = xp.where(keep, dlogits, xp.asarray(0, dtype=dlogits.dtype))
-    dq = xp.matmul(dlogits, k_win)  # (B, H, n_c, C, Dh)
-    dk_win = xp.matmul(xp.ascontiguousarray(dlogits.swapaxes(-1, -2)), q)  # (B, H, n_c, W, Dh)
-    return (
-        dq,
-        look_around_backward(dk_win, n_before, n_after),
-        look_around_backward(dv_win, n_before, n_after),
-    )
+    # Each window-sized array lives only for its one product (see window_attention_forward), and
+    # the (..., C, W) weights enter the products as transposed views, never as copies.
+    dv = look_around_backward(xp.matmul(probs.swapaxes(-1, -2), dout), n_before, n_after)
+    dlogits = _matmul_t(dout, look_around(v, n_before, n_after))  # (B, H, n_c, C, W); in place:
+    dlogits -= row[..., None]
+    dlogits *= probs
+    if keep is not None:
+        xp.copyto(dlogits, xp.asarray(0, dtype=dlogits.dtype), where=~keep)
+    dq = xp.matmul(dlogits, look_around(k, n_before, n_after))  # (B, H, n_c, C, Dh)
+    dk = look_around_backward(xp.matmul(dlogits.swapaxes(-1, -2), q), n_before, n_after)
+    return dq, dk, dv
 
 
 # ---------------------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, a
     locations = bucket_part + chunk_of  # (B, H, R, Lp)
     k_loc = [gather(locations[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
     n_window = (n_before + 1 + n_after) * chunk_len  # W
-    counts = xp.zeros(tokens.shape + (n_window,), dtype=xp.int32)  # (B, H, n_c, C, W)
+    # (B, H, n_c, C, W); int16 suffices: N <= R * R * (W / C), a few dozen at most
+    counts = xp.zeros(tokens.shape + (n_window,), dtype=xp.int16)
     # loops over rounds and window offsets; each step is vectorised over B, H and all slots and
     # keeps the intermediates at the size of the logits rather than R (or R^2) times it
     for r in range(n_rounds):
@@ -156,6 +157,14 @@ def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, a
             for r2 in range(n_rounds) if across else (r,):
                 counts += k_loc[r2] == want  # (B, H, n_c, C, W)
     return counts
+
+
+def _log_duplicate_counts(inverse, codes, tokens, dtype, **kwargs):
+    """log N as ``dtype`` (B, H, n_c, C, W), with N = 0 (a key masked as another bucket's)
+    counted as 1; see :func:`_duplicate_counts` for the arguments."""
+    xp = backend.array_module(inverse)
+    log_count = _duplicate_counts(inverse, codes, tokens, **kwargs).astype(dtype)
+    return xp.log(xp.maximum(log_count, 1, out=log_count), out=log_count)  # in place
 
 
 def lsh_attention_forward(
@@ -229,18 +238,6 @@ def lsh_attention_forward(
     v_pad = pad_length_axis(v, padded)  # (B, H, Lp, Dv)
     valid = key_validity(mask, batch, n_heads, length, padded)  # (B, H, Lp) or None
     slot_tokens = tokens.reshape(batch, n_heads, n_chunks, chunk_len)
-    log_count = None
-    if not allow_duplicate_attention:
-        counts = _duplicate_counts(
-            inverse,
-            codes,
-            slot_tokens,
-            chunk_len=chunk_len,
-            n_before=n_chunks_before,
-            n_after=n_chunks_after,
-            across=attend_across_buckets,
-        )  # (B, H, n_c, C, W); 0 only for keys masked as another bucket's
-        log_count = xp.log(xp.maximum(counts, 1).astype(qk.dtype))
     group = None
     if not attend_across_buckets:
         group = gather(codes.reshape(batch, n_heads, -1), order).reshape(slot_tokens.shape)
@@ -254,7 +251,19 @@ def lsh_attention_forward(
         causal=causal,
         key_valid=None if valid is None else sorted_chunks(valid),
         group=group,
-        log_count=log_count,
+        # built inside the call, so that no reference here keeps it alive once it is subtracted
+        log_count=None
+        if allow_duplicate_attention
+        else _log_duplicate_counts(
+            inverse,
+            codes,
+            slot_tokens,
+            qk.dtype,
+            chunk_len=chunk_len,
+            n_before=n_chunks_before,
+            n_after=n_chunks_after,
+            across=attend_across_buckets,
+        ),
     )  # out_s (B, H, n_c, C, Dv), lse_s (B, H, n_c, C)
 
     # unsort: each copy's output and log-sum-exp, then softmax over rounds of the lse
