@@ -95,10 +95,20 @@ def linear_backward(dout, cache: LinearCache):
     Returns ``(dx, dw, db)``, or ``(dx, dw)`` when the forward had no bias.
     """
     x, w, has_bias = cache
-    dx = dout @ w.T  # (..., Din)
-    dout2 = dout.reshape(-1, w.shape[1])  # (N, Dout), N = product of leading dims
-    dw = x.reshape(-1, w.shape[0]).T @ dout2  # (Din, Dout)
-    return (dx, dw, dout2.sum(axis=0)) if has_bias else (dx, dw)
+    return (linear_input_grad(dout, w),) + linear_param_grads(dout, x, has_bias)
+
+
+def linear_input_grad(dout, w):
+    """dx = dout w^T: (..., Dout), (Din, Dout) -> (..., Din). It needs no forward activation, so a
+    layer can send a gradient back through a linear map before recomputing what fed it."""
+    return dout @ w.T
+
+
+def linear_param_grads(dout, x, has_bias: bool = False) -> tuple:
+    """(dw,) or (dw, db): dw = sum over leading dims of x^T dout (Din, Dout), db = sum of dout."""
+    dout2 = dout.reshape(-1, dout.shape[-1])  # (N, Dout), N = product of leading dims
+    dw = x.reshape(-1, x.shape[-1]).T @ dout2  # (Din, Dout)
+    return (dw, dout2.sum(axis=0)) if has_bias else (dw,)
 
 
 class LayerNormCache(NamedTuple):

@@ -62,6 +62,8 @@ class ReformerConfig:
         causal: language-model masking.
         ff_chunk: positions per feed-forward chunk (paper eq. 10); None: unchunked.
         loss_chunk: positions per output-projection / loss chunk; None: unchunked.
+        n_parallel_heads: heads attended at a time (trax's name), bounding the attention's
+            memory to that many heads' activations; None: all heads together.
         dropout: rate on the attention output and inside the feed-forward.
         positional: "learned" (a (max_len, D) table) or "axial" (two factor tables).
         axial_shape: (L1, L2) with L1 * L2 >= max_len, for "axial".
@@ -86,6 +88,7 @@ class ReformerConfig:
     causal: bool = True
     ff_chunk: int | None = None
     loss_chunk: int | None = None
+    n_parallel_heads: int | None = None
     dropout: float = 0.0
     positional: str = "learned"
     axial_shape: tuple | None = None
@@ -120,7 +123,7 @@ class ReformerConfig:
         self.attention_types = tuple(types)
         if self.n_buckets is not None:
             self.n_buckets = check_n_buckets(self.n_buckets)
-        for name in ("ff_chunk", "loss_chunk"):
+        for name in ("ff_chunk", "loss_chunk", "n_parallel_heads"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))
         if (
@@ -176,6 +179,7 @@ def build_blocks(config: ReformerConfig, *, dropout: float | None = None) -> lis
             n_buckets=config.n_buckets,
             causal=config.causal,
             dropout=rate,
+            n_parallel_heads=config.n_parallel_heads,
         )
         g = FeedForwardSubLayer(
             chunk_len=config.ff_chunk, activation=config.activation, dropout=rate

@@ -31,7 +31,9 @@ Sub-layers follow a small protocol (see :class:`AttentionSubLayer`, :class:`Feed
     key                                   the name of its parameters in the block's dict
     draw(rng, shape) -> rec               the step's random choices for inputs of shape (B, L, D)
     check_record(rec, shape)              ValueError if rec is not one of its own for this shape
-    forward(x, p, rec, mask) -> (out, cache, rec)    rec completed (buckets) by the first run
+    forward(x, p, rec, mask, need_cache=True) -> (out, cache, rec)    rec completed (buckets)
+                                          by the first run; without need_cache the cache may be
+                                          left empty (only the output is wanted)
     backward(dout, cache) -> (dx, dp)
     forward_backward(x, p, rec, dout, mask) -> (out, dx, dp)   one recomputation for both
 
@@ -50,7 +52,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import layers, lsh
+from . import backend, layers, lsh
 from .attention import (
     init_multihead_attention,
     merge_heads,
@@ -103,6 +105,11 @@ class AttentionSubLayer:
     (:func:`local_attention_forward`) or "full" (:func:`shared_qk_attention_forward`); all three are
     shared-QK (one projection W_qk, unit-norm keys). Parameters: {"ln_gamma", "ln_beta" (D,),
     "w_qk", "w_v" (D, H*Dh), "w_o" (H*Dh, D)}.
+
+    ``n_parallel_heads`` (trax's name) attends to that many heads at a time, one group after the
+    other: heads are independent, so the result is the same, and only one group's attention
+    activations (the (C, W) weights of every chunk, the largest arrays of the layer) exist at once.
+    In the reversible recomputation each group is differentiated as soon as it is recomputed.
     """
 
     key = "attn"
@@ -120,6 +127,7 @@ class AttentionSubLayer:
         dropout: float = 0.0,
         n_chunks_before: int = 1,
         n_chunks_after: int = 0,
+        n_parallel_heads: int | None = None,
     ):
         if kind not in ATTENTION_TYPES:
             raise ValueError(f"attention_type: expected one of {ATTENTION_TYPES}, got {kind!r}")
@@ -134,6 +142,9 @@ class AttentionSubLayer:
         self.causal = bool(causal)
         self.dropout = _check_dropout(dropout)
         self.n_chunks_before, self.n_chunks_after = n_chunks_before, n_chunks_after
+        step = self.n_heads if n_parallel_heads is None else n_parallel_heads
+        step = check_positive_int("n_parallel_heads", step)
+        self.head_groups = [slice(h, h + step) for h in range(0, self.n_heads, step)]
 
     def _buckets_for(self, length: int) -> int:
         return self.n_buckets or lsh.default_n_buckets(length, self.chunk_len)
@@ -161,18 +172,70 @@ class AttentionSubLayer:
                 raise ValueError(f"record: expected rotations of shape {want}, got {got}")
         _check_seed(rec, self.dropout)
 
-    def forward(self, x, p, rec, mask=None):
-        """x (B, L, D) -> (out (B, L, D), cache, rec); the first run adds the LSH buckets to rec."""
+    def forward(self, x, p, rec, mask=None, *, need_cache=True, dout=None):
+        """x (B, L, D) -> (out (B, L, D), cache, rec); the first run adds the LSH buckets to rec.
+
+        ``need_cache=False`` drops each group's attention cache as soon as it has run (only the
+        output is wanted). With ``dout`` (B, L, D), the attention is differentiated group by
+        group as it runs: ``cache.attn`` then holds ``(dqk, dv)`` (B, H, L, Dh) for
+        :meth:`backward` (see :meth:`forward_backward`).
+        """
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
         qk, c_qk = layers.linear_forward(h, p["w_qk"])  # (B, L, H*Dh)
         v, c_v = layers.linear_forward(h, p["w_v"])  # (B, L, H*Dh)
         qk, v = split_heads(qk, self.n_heads), split_heads(v, self.n_heads)  # (B, H, L, Dh)
-        ctx, c_attn, rec = self._attend(qk, v, rec, mask)  # (B, H, L, Dh)
+        dctx = None
+        if dout is not None:  # the output map is linear: dctx needs no forward activation
+            dctx = split_heads(
+                layers.linear_input_grad(self._dropout_backward(dout, rec), p["w_o"]), self.n_heads
+            )  # (B, H, L, Dh)
+        ctx, c_attn, rec = self._attend_groups(qk, v, rec, mask, dctx, need_cache)  # (B, H, L, Dh)
         out, c_out = layers.linear_forward(merge_heads(ctx), p["w_o"])  # (B, L, D)
         c_drop = None
         if self.dropout > 0:
             out, c_drop = layers.dropout_forward(out, self.dropout, rec["seed"])
         return out, AttentionCache(ln, c_qk, c_v, c_attn, c_out, c_drop), rec
+
+    def _dropout_backward(self, dout, rec):
+        """Dropout's backward from the recorded seed alone (the mask is regenerated from it)."""
+        if self.dropout == 0:
+            return dout
+        cache = layers.DropoutCache(self.dropout, rec["seed"], dout.shape, dout.dtype)
+        return layers.dropout_backward(dout, cache)
+
+    def _attend_groups(self, qk, v, rec, mask, dctx=None, need_cache=True):
+        """Attention of each group of heads in turn: (ctx (B, H, L, Dh), caches, rec).
+
+        ``caches`` is one attention cache per group (none unless ``need_cache``) or, with
+        ``dctx`` (B, H, L, Dh), the gradients ``(dqk, dv)`` computed from each group's cache
+        before the next group runs.
+        """
+        xp = backend.array_module(qk)
+        ctx, caches, buckets, dqk, dv = [], [], [], [], []
+        for heads in self.head_groups:
+            sub = rec
+            if self.kind == "lsh":
+                old = rec["buckets"]
+                sub = {**rec, "rotations": rec["rotations"][heads]}
+                sub["buckets"] = None if old is None else old[:, heads]
+            out, cache, sub = self._attend(qk[:, heads], v[:, heads], sub, mask)
+            ctx.append(out)
+            if self.kind == "lsh":
+                buckets.append(sub["buckets"])
+            if dctx is None:
+                caches += [cache] if need_cache else []
+            else:
+                grads = self._attend_backward(dctx[:, heads], cache)
+                dqk.append(grads[0])
+                dv.append(grads[1])
+            del cache
+
+        def cat(parts):
+            return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
+
+        if self.kind == "lsh" and rec["buckets"] is None:
+            rec = {**rec, "buckets": cat(buckets)}  # (B, H, R, L) the pattern to replay
+        return cat(ctx), (caches if dctx is None else (cat(dqk), cat(dv))), rec
 
     def _attend(self, qk, v, rec, mask):
         if self.kind == "full":
@@ -200,27 +263,42 @@ class AttentionSubLayer:
             rec = {**rec, "buckets": cache.buckets}  # (B, H, R, L) the pattern to replay
         return out, cache, rec
 
+    def _attend_backward(self, dctx, cache):
+        """dctx (B, h, L, Dh) for one group of heads -> (dqk, dv)."""
+        if self.kind == "full":
+            return shared_qk_attention_backward(dctx, cache)
+        if self.kind == "local":
+            return local_attention_backward(dctx, cache)
+        return lsh_attention_backward(dctx, cache)
+
     def backward(self, dout, cache: AttentionCache):
         """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
         dp = {}
         if cache.drop is not None:
             dout = layers.dropout_backward(dout, cache.drop)
         dctx, dp["w_o"] = layers.linear_backward(dout, cache.out)  # (B, L, H*Dh)
-        dctx = split_heads(dctx, self.n_heads)  # (B, H, L, Dh)
-        if self.kind == "full":
-            dqk, dv = shared_qk_attention_backward(dctx, cache.attn)
-        elif self.kind == "local":
-            dqk, dv = local_attention_backward(dctx, cache.attn)
+        if isinstance(cache.attn, tuple):  # differentiated group by group in forward(dout=...)
+            dqk, dv = cache.attn
         else:
-            dqk, dv = lsh_attention_backward(dctx, cache.attn)
+            dctx = split_heads(dctx, self.n_heads)  # (B, H, L, Dh)
+            grads = [
+                self._attend_backward(dctx[:, g], c) for g, c in zip(self.head_groups, cache.attn)
+            ]
+            xp = backend.array_module(dctx)
+            dqk = xp.concatenate([g[0] for g in grads], axis=1)  # (B, H, L, Dh)
+            dv = xp.concatenate([g[1] for g in grads], axis=1)
         dh, dp["w_qk"] = layers.linear_backward(merge_heads(dqk), cache.qk)  # (B, L, D)
         dh_v, dp["w_v"] = layers.linear_backward(merge_heads(dv), cache.v)
         dx, dp["ln_gamma"], dp["ln_beta"] = layers.layernorm_backward(dh + dh_v, cache.ln)
         return dx, dp
 
     def forward_backward(self, x, p, rec, dout, mask=None):
-        """Recompute F(x) and backpropagate ``dout`` through it: (out, dx, dp)."""
-        out, cache, _ = self.forward(x, p, rec, mask)
+        """Recompute F(x) and backpropagate ``dout`` through it: (out, dx, dp).
+
+        Each group of heads is differentiated right after it is recomputed, so one group's
+        attention activations exist at a time (see the class docstring).
+        """
+        out, cache, _ = self.forward(x, p, rec, mask, dout=dout)
         dx, dp = self.backward(dout, cache)
         return out, dx, dp
 
@@ -268,8 +346,9 @@ class FeedForwardSubLayer:
     def _settings(self, rec):
         return dict(activation=self.activation, dropout=self.dropout, seed=rec["seed"])
 
-    def forward(self, x, p, rec, mask=None):
-        """x (B, L, D) -> (out (B, L, D), cache, rec)."""
+    def forward(self, x, p, rec, mask=None, *, need_cache=True):
+        """x (B, L, D) -> (out (B, L, D), cache, rec). The cache is made either way: chunked, it
+        is only the input; unchunked, the hidden layer exists whole anyway."""
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
         ffp = {k: p[k] for k in FF_KEYS}
         if self.chunk_len is None:
@@ -444,7 +523,7 @@ class ReversibleBlock:
 
 def _output_and_record(sublayer, x, params, rec, mask):
     """A sub-layer's output and completed record; its cache (the activations) is freed at once."""
-    out, _, rec = sublayer.forward(x, params[sublayer.key], rec, mask)
+    out, _, rec = sublayer.forward(x, params[sublayer.key], rec, mask, need_cache=False)
     return out, rec
 
 

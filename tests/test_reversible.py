@@ -18,7 +18,9 @@ B, L, D, H, DH, F = 2, 16, 8, 2, 4, 16
 KINDS = ("lsh", "local", "full")
 
 
-def make_stack(rng, n_layers, *, dropout=0.0, ff_chunk=None, causal=True, kinds=KINDS):
+def make_stack(
+    rng, n_layers, *, dropout=0.0, ff_chunk=None, causal=True, kinds=KINDS, n_parallel_heads=None
+):
     blocks, params = [], []
     for i in range(n_layers):
         f = AttentionSubLayer(
@@ -29,6 +31,7 @@ def make_stack(rng, n_layers, *, dropout=0.0, ff_chunk=None, causal=True, kinds=
             n_hashes=2,
             causal=causal,
             dropout=dropout,
+            n_parallel_heads=n_parallel_heads,
         )
         g = FeedForwardSubLayer(chunk_len=ff_chunk, dropout=dropout)
         blocks.append(ReversibleBlock(f, g, name=f"layer {i}"))
@@ -214,6 +217,27 @@ def test_replay_uses_the_recorded_buckets():
         blocks[0].reverse(y1, y2, params[0], rec._replace(f=short))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_heads_one_group_at_a_time_change_nothing(kind):
+    """n_parallel_heads=1 attends head by head (bounding memory); results are identical."""
+    grouped, together = (
+        make_stack(np.random.default_rng(9), 2, dropout=0.1, kinds=(kind,), n_parallel_heads=n)
+        for n in (1, None)
+    )
+    x1, x2 = streams(np.random.default_rng(10))
+    dy1, dy2 = streams(np.random.default_rng(11))
+    results = []
+    for blocks, params in (grouped, together):
+        y1, y2, records = run_forward(blocks, params, x1, x2, np.random.default_rng(12))
+        walked = blocks[1].reverse_and_grad(y1, y2, dy1, dy2, params[1], records[1])
+        stored = _stored_grads(blocks, params, x1, x2, dy1, dy2, seed=12)
+        results.append((y1, y2, walked, stored))
+        if kind == "lsh":
+            results[-1] += (records[1].f["buckets"],)
+    for a, b in zip(tree.leaves(results[0]), tree.leaves(results[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+
+
 def test_bad_input():
     rng = np.random.default_rng(8)
     with pytest.raises(ValueError, match="attention_type"):
@@ -226,6 +250,8 @@ def test_bad_input():
         FeedForwardSubLayer(dropout=1.0)
     with pytest.raises(ValueError, match="ff_chunk"):
         FeedForwardSubLayer(chunk_len=0)
+    with pytest.raises(ValueError, match="n_parallel_heads"):
+        AttentionSubLayer("lsh", n_heads=H, d_head=DH, chunk_len=4, n_parallel_heads=0)
     blocks, params = make_stack(rng, 1, kinds=("full",))
     x1, x2 = streams(rng)
     with pytest.raises(ValueError, match="x2"):
