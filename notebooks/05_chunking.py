@@ -106,7 +106,10 @@ del cache_full, cache_chunk
 # of the same layer (`memory.measure_peak`: NumPy allocations during the call, inputs and
 # parameters excluded) for chunk lengths from 16 to $L$. A rough prediction of the peak: the
 # $(L, d_{model})$ arrays that must exist whole (output, input gradient: a few times $L\,d_{model}$)
-# plus a few $(c, d_{ff})$ arrays of one chunk (pre-activation, activation, their gradients).
+# plus the $(c, d_{ff})$ arrays of one chunk alive at once. Counting them in the backward of one
+# chunk: the pre-activation and the activation kept by the forward, the gradient arriving at the
+# activation, and the GELU's backward temporaries (its tanh, cube and derivative terms), about
+# nine in all.
 
 # %%
 ff_p32 = layers.init_feedforward(rng, D_FF_MODEL, D_FF, dtype="float32")
@@ -137,8 +140,8 @@ fig, ax = plt.subplots(figsize=(6.5, 4))
 ax.loglog(ff_chunks, np.array(ff_peaks) / MiB, "o-", label="chunked, measured")
 ax.axhline(ff_peak_full / MiB, color="C3", ls="--", label="unchunked, measured")
 floor = 4 * B * L_FF * D_FF_MODEL * 4 / MiB  # four (L, d_model) float32 arrays
-per_chunk = 4 * B * np.array(ff_chunks) * D_FF * 4 / MiB  # four (c, d_ff) arrays
-ax.loglog(ff_chunks, floor + per_chunk, "k:", label=r"$4\,L\,d_{model} + 4\,c\,d_{ff}$ floats")
+per_chunk = 9 * B * np.array(ff_chunks) * D_FF * 4 / MiB  # nine (c, d_ff) arrays
+ax.loglog(ff_chunks, floor + per_chunk, "k:", label=r"$4\,L\,d_{model} + 9\,c\,d_{ff}$ floats")
 ax.set_xlabel("chunk length c (positions)")
 ax.set_ylabel("peak memory of forward + backward (MiB)")
 ax.set_title(f"Feed-forward, L={L_FF}, d_model={D_FF_MODEL}, d_ff={D_FF}, float32")
@@ -147,10 +150,11 @@ plotting.save_figure(fig, "05_ff_memory_vs_chunk")
 plt.show()
 
 # %% [markdown]
-# Memory falls in proportion to the chunk length until the $(L, d_{model})$ arrays that must exist
-# anyway dominate; below that, smaller chunks only cost speed. The checks: chunk 64 needs several
-# times less memory than the unchunked layer, and a chunk of the whole sequence costs about as much
-# as no chunking.
+# Memory falls in proportion to the chunk length, as the count predicts, until what must exist
+# anyway dominates (the $(L, d_{model})$ arrays, and the weight gradients accumulated over chunks,
+# which the simple count leaves out); below that, smaller chunks only cost speed. The checks:
+# chunk 64 needs several times less memory than the unchunked layer, and a chunk of the whole
+# sequence costs about as much as no chunking.
 
 # %%
 assert ff_peaks[ff_chunks.index(64)] * 4 < ff_peak_full
