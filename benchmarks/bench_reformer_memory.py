@@ -8,9 +8,11 @@ stored activations, full attention and no chunking needs ``max(b l d_ff, b n_h l
 What it runs (float32, one sequence, batch 1):
 
 1. the Reformer: 6 layers, d_model 256, 4 heads, d_ff 1024, 4 hash rounds, chunk 64, vocab 256,
-   reversible, chunked feed-forward and loss, on L = 65,536 tokens; peak NumPy memory (tracemalloc,
-   :func:`minireformer.memory.measure_peak`) and wall time of ``loss_and_grads``; plus the peak of
-   each component on its own, to show where the memory goes;
+   reversible, chunked feed-forward and loss, attention one head at a time, on L = 65,536 tokens;
+   peak NumPy memory (tracemalloc, :func:`minireformer.memory.measure_peak`) and wall time of
+   ``loss_and_grads``; plus the peak of each component on its own, to show where the memory goes
+   (measured first at L/16, L/8, L/4, and extrapolated: the step at L runs only if it fits
+   ``--max-gib``);
 2. the same model with stored activations, full attention and no chunking (the "Transformer" row
    of Table 3), at L = 512, 1024, 2048, ... doubled while the Table 3 prediction and the measured
    peak stay under a memory budget and the step under a time budget: the largest L that fits;
@@ -22,7 +24,7 @@ Writes ``benchmarks/results/reformer_memory.json`` and ``figures/bench_reformer_
 
 Timings are wall-clock on whatever machine runs it; on a shared 2-core CPU they are noisy.
 
-Usage: ``python benchmarks/bench_reformer_memory.py [--quick] [--budget-gib 3] [--time-budget 120]``
+Usage: ``python benchmarks/bench_reformer_memory.py [--quick] [--budget-gib 4] [--max-gib 6]``
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ FULL = dict(
     chunk_len=64,
     ff_chunk=2048,
     loss_chunk=2048,
+    n_parallel_heads=1,  # attend one head at a time (trax's knob): same numbers, 1/H the memory
     target_len=65_536,
     axial_shape=(256, 256),
     baseline_start=512,
@@ -61,6 +64,7 @@ QUICK = dict(
     chunk_len=16,
     ff_chunk=64,
     loss_chunk=64,
+    n_parallel_heads=1,
     target_len=1024,
     axial_shape=(32, 32),
     baseline_start=64,
@@ -81,6 +85,7 @@ def reformer_config(setup: dict, length: int) -> reformer.ReformerConfig:
         chunk_len=setup["chunk_len"],
         ff_chunk=setup["ff_chunk"],
         loss_chunk=setup["loss_chunk"],
+        n_parallel_heads=setup["n_parallel_heads"],
         causal=True,
         positional="axial",
         axial_shape=setup["axial_shape"],
@@ -97,6 +102,7 @@ def baseline_config(setup: dict, length: int) -> reformer.ReformerConfig:
         attention_types=("full",),
         ff_chunk=None,
         loss_chunk=None,
+        n_parallel_heads=None,
         reversible=False,
     )
 
