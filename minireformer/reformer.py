@@ -32,13 +32,8 @@ from . import backend, layers, model, positional
 from .checks import check_mask, check_positive_int, check_token_ids
 from .chunking import chunked_output_loss_backward, chunked_output_loss_forward
 from .lsh import check_n_buckets
-from .reversible import (
-    ATTENTION_TYPES,
-    AttentionSubLayer,
-    FeedForwardSubLayer,
-    ReversibleBlock,
-    init_block_params,
-)
+from .reversible import ReversibleBlock
+from .sublayers import ATTENTION_TYPES, AttentionSubLayer, FeedForwardSubLayer, init_block_params
 
 POSITIONAL_TYPES = ("learned", "axial")
 DTYPES = ("float32", "float64")
@@ -194,7 +189,7 @@ def init_reformer(config: ReformerConfig, rng) -> dict:
     Returns:
         {"embed": {"tokens": (V, D), "positions": (max_len, D)} (learned) or {"tokens": (V, D),
         "axial_1": (L1, d1), "axial_2": (L2, d2)} (axial), "blocks": [N dicts {"attn": ...,
-        "ff": ...} (see ``reversible.init_block_params``)], "head": {"ln": {"gamma", "beta"}
+        "ff": ...} (see ``sublayers.init_block_params``)], "head": {"ln": {"gamma", "beta"}
         (2D,), "out": {"w": (2D, V), "b": (V,)}}}: embedding and head as in ``model.py``, the
         head acting on the two streams side by side.
     """

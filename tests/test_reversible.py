@@ -5,13 +5,8 @@ import pytest
 
 from minireformer import layers, tree
 from minireformer.gradcheck import check_tree, rel_error
-from minireformer.reversible import (
-    AttentionSubLayer,
-    BlockRecord,
-    FeedForwardSubLayer,
-    ReversibleBlock,
-    init_block_params,
-)
+from minireformer.reversible import BlockRecord, ReversibleBlock
+from minireformer.sublayers import AttentionSubLayer, FeedForwardSubLayer, init_block_params
 from minireformer.tree import leaves_with_paths, path_str
 
 B, L, D, H, DH, F = 2, 16, 8, 2, 4, 16
