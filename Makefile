@@ -30,9 +30,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # The whole suite: lint, library tests, then every notebook re-executed and validated by nbval.
+# The re-executed notebooks save their figures in a temporary folder, so that testing leaves the
+# committed figures/ (made by `make notebooks`) as they are.
 test: lint
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks
+	MINIREFORMER_FIGURES="$$(mktemp -d)" \
+		$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks
 
 benchmarks: $(STAMP)
 	@for b in $(sort $(wildcard benchmarks/bench_*.py)); do $(BIN)/python $$b || exit 1; done
