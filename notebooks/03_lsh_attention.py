@@ -340,6 +340,44 @@ save_figure(fig, "03_masks")
 plt.show()
 
 # %% [markdown]
+# **Causal weights, not a causal pattern.** The masks guarantee that no weight goes to a later
+# position, so changing the *values* after position $t$ leaves every output up to $t$ untouched.
+# Changing the *queries/keys* after $t$ is another matter: later tokens take places in the sorted
+# order, so they move the chunk boundaries, and with them the set of earlier keys that falls
+# inside a query's window. Within a bucket the earlier keys sit just before the query, and the
+# window always reaches at least $C$ places back, so the effect appears once a bucket holds more
+# than $C$ earlier tokens: here 32 tokens, $K = 2$ buckets, $C = 4$, and every token after
+# $t = 15$ redrawn (rotations fixed). The released trax code behaves the same way. It is a small
+# leak from the future (which earlier keys are visible, not what later keys hold) that is easy to
+# overlook.
+
+# %%
+rng_leak = np.random.default_rng(0)
+t, L_LEAK = 15, 32
+qk_a = rng_leak.standard_normal((1, 1, L_LEAK, D_HEAD))
+v_a = rng_leak.standard_normal((1, 1, L_LEAK, D_HEAD))
+rotations_2 = lsh.random_rotations(rng_leak, D_HEAD, n_hashes=1, n_buckets=2)
+leak = partial(lsh_attention_forward, chunk_len=C, rotations=rotations_2, causal=True)
+out_a, cache_a = leak(qk_a, v_a)
+qk_b = qk_a.copy()
+qk_b[:, :, t + 1 :] = rng_leak.standard_normal((1, 1, L_LEAK - t - 1, D_HEAD))
+out_b, cache_b = leak(qk_b, v_a)
+v_b = v_a.copy()
+v_b[:, :, t + 1 :] = 100.0
+out_v, _ = leak(qk_a, v_b)
+
+earlier_same_bucket = [
+    int(np.sum(cache_a.buckets[0, 0, 0, :i] == cache_a.buckets[0, 0, 0, i])) for i in range(t + 1)
+]
+change = np.max(np.abs(out_b - out_a)[0, 0, : t + 1], axis=-1)
+print("position               ", np.arange(t + 1))
+print("earlier same-bucket keys", np.array(earlier_same_bucket))
+print("change when later qk are redrawn", np.round(change, 2))
+assert np.array_equal(out_v[0, 0, : t + 1], out_a[0, 0, : t + 1])  # later values never reach
+assert np.max(change) > 1e-3  # but later hashes move the windows of earlier queries
+assert np.all(change[np.array(earlier_same_bucket) <= C] == 0)  # only in buckets fuller than C
+
+# %% [markdown]
 # ## Several hash rounds
 #
 # One round misses neighbours that a bucket boundary happens to split (notebook 02). The

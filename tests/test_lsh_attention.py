@@ -329,6 +329,29 @@ def test_causality(mode):
 
 
 @pytest.mark.parametrize("mode", ["paper", "released"])
+def test_causal_pattern_still_depends_on_later_hashes(mode):
+    """The documented limit of causal LSH attention, shown rather than hidden.
+
+    Later tokens take places in the sorted order, so they move the chunk boundaries: which earlier
+    keys a query at t sees depends on the buckets of tokens after t. With the rotations fixed,
+    changing qk after t changes some outputs at positions <= t (true of the released code too).
+    """
+    rng = np.random.default_rng(11)
+    qk, v, _ = make_inputs(rng, 2, 2, 32, 4)
+    t = 15
+    kwargs = dict(chunk_len=4, n_hashes=2, causal=True, attend_across_buckets=mode == "released",
+                  allow_duplicate_attention=mode == "released")  # fmt: skip
+    rotations = lsh.random_rotations(rng, 4, 2, 2)  # 2 buckets of ~16 tokens: wider than a window
+    out, _ = lsh_attention_forward(qk, v, rotations=rotations, **kwargs)
+    qk2 = qk.copy()
+    qk2[:, :, t + 1 :] = rng.standard_normal(qk2[:, :, t + 1 :].shape)
+    out2, _ = lsh_attention_forward(qk2, v, rotations=rotations, **kwargs)
+    assert np.max(np.abs(out[:, :, : t + 1] - out2[:, :, : t + 1])) > 1e-3
+    # ... yet what an early query attends to is never a later position (the weights are causal)
+    np.testing.assert_array_equal(out[:, :, 0], v[:, :, 0])
+
+
+@pytest.mark.parametrize("mode", ["paper", "released"])
 def test_token_zero_causal_attends_to_itself(mode):
     rng = np.random.default_rng(9)
     qk, v, _ = make_inputs(rng, 2, 3, 17, 4)
