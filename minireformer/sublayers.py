@@ -21,7 +21,7 @@ separates what it *chose* (LSH rotations and buckets, dropout seeds: a small rec
 
 The LSH buckets are recorded, not recomputed, because in float32 a recomputed input differs from
 the original in its last bits, which can move a vector across a bucket boundary (Hugging Face's
-reversible backward passes each layer's stored buckets back to its attention for the same reason).
+reversible backward likewise hands each layer's stored buckets back to its attention).
 
 Shape letters: B batch, L length, D model width, H heads, Dh head width, F feed-forward width,
 R hash rounds, K buckets, C chunk length.
