@@ -15,7 +15,7 @@ q_i . k_j with no further 1/sqrt(Dh), as in the released trax and Hugging Face c
 would usually be the largest logit, a token may attend to itself only when nothing else is
 available: its self logit is set to NEG_SELF.
 
-Masks (the same semantics as design.md's LSH attention, so that the two compare exactly): a masked
+Masks (the same semantics as LSH attention's, so that the two compare exactly): a masked
 logit is *replaced* (not shifted) by a constant. Keys after the query (causal) and padding keys are
 set to NEG_MASK; then, for shared-QK, the query's own key is set to NEG_SELF, whatever the other
 masks said (the order of trax's and Hugging Face's LSH code). Because NEG_MASK < NEG_SELF, a token
@@ -94,7 +94,7 @@ def merge_heads(x):
 
 
 def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask=False):
-    """Set masked attention logits to constants (design.md, "LSH attention semantics").
+    """Set masked attention logits to constants (the same constants as LSH attention).
 
     A masked logit is replaced, not shifted: its value no longer depends on q or k, so its gradient
     is zero. In this order:

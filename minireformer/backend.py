@@ -12,7 +12,7 @@ Choosing the backend:
 
 Library code asks ``array_module(*arrays)`` for the module that owns its inputs (CuPy arrays stay
 on the GPU) and ``get_xp()`` when it creates arrays from nothing. Random numbers are always drawn on
-the host from an explicit ``numpy.random.Generator`` (design.md, "Randomness") and moved with
+the host from an explicit ``numpy.random.Generator`` and moved with
 ``asarray``. CuPy is imported only when it is asked for, never when this module is imported.
 """
 

@@ -1,4 +1,4 @@
-"""Numerical gradient checking by centred differences (design.md, "Numerics").
+"""Numerical gradient checking by centred differences, in float64.
 
 A hand-written backward pass is trusted only after it agrees with finite differences:
 

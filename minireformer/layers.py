@@ -1,4 +1,4 @@
-"""Basic layers, each a forward/backward pair with a hand-written backward (design.md).
+"""Basic layers, each a forward/backward pair with a hand-written backward (CS231n style).
 
 ``out, cache = op_forward(...)`` keeps in ``cache`` only what ``op_backward(dout, cache)`` needs;
 backward returns the gradients of the float inputs in argument order. These are the pieces of the
@@ -351,6 +351,15 @@ def softmax_cross_entropy_backward(dloss, cache: CrossEntropyCache):
 # --- Feed-forward sub-layer ----------------------------------------------------------------------
 
 _ACTIVATIONS = {"gelu": (gelu_forward, gelu_backward), "relu": (relu_forward, relu_backward)}
+
+
+def check_activation(activation) -> str:
+    """``activation`` must name one of the feed-forward's nonlinearities ("gelu", "relu")."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    return activation
+
+
 FEEDFORWARD_KEYS = ("w1", "b1", "w2", "b2")
 
 
@@ -368,8 +377,7 @@ def feedforward_forward(x, p, activation: str = "gelu", dropout: float = 0.0, se
     x: (..., D); p: {"w1" (D, F), "b1" (F,), "w2" (F, D), "b2" (D,)}; activation "gelu" or "relu";
     dropout rate on the hidden activations with int ``seed`` (see :func:`dropout_forward`).
     """
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    check_activation(activation)
     if not isinstance(p, dict) or set(p) != set(FEEDFORWARD_KEYS):
         got = sorted(p) if isinstance(p, dict) else type(p).__name__
         raise ValueError(f"p: expected a dict with keys {list(FEEDFORWARD_KEYS)}, got {got}")

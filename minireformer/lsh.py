@@ -69,13 +69,19 @@ def hash_vectors(x, rotations):
 
     Args:
         x: (B, H, L, Dh) vectors to hash.
-        rotations: (Dh, R, K/2) shared by all heads, or (H, Dh, R, K/2) one set per head.
+        rotations: (Dh, R, K/2) shared by all heads, or (H, Dh, R, K/2) one set per head; used in
+            the dtype of ``x``.
 
     Returns:
         integer array (B, H, R, L) of bucket ids in [0, K).
     """
     check_float_array("x", x, ndim=4)
     batch, n_heads, length, dim = x.shape
+    if getattr(rotations, "ndim", None) not in (3, 4):
+        raise ValueError(
+            f"rotations: expected shape (Dh, R, K/2) or (H, Dh, R, K/2), "
+            f"got {getattr(rotations, 'shape', type(rotations).__name__)}"
+        )
     if rotations.ndim == 3:
         check_float_array("rotations", rotations, shape=(dim, None, None))
         flat = rotations.reshape(dim, -1)  # (Dh, R*K/2), broadcast over heads
@@ -84,6 +90,7 @@ def hash_vectors(x, rotations):
         flat = rotations.reshape(n_heads, dim, -1)[None]  # (1, H, Dh, R*K/2)
     n_hashes, half = rotations.shape[-2:]
     xp = backend.array_module(x, rotations)
+    flat = flat.astype(x.dtype, copy=False)  # float64 rotations would make float64 projections
     buckets = xp.empty((batch, n_heads, length, n_hashes), dtype=xp.int64)
     block = max(1, MAX_BLOCK_ELEMENTS // (batch * n_heads * n_hashes * half))
     for start in range(0, length, block):

@@ -45,8 +45,6 @@ from .chunked_attention import (
     check_chunked_inputs,
     gather,
     key_validity,
-    local_attention_backward,
-    local_attention_forward,
     look_around,
     pad_length_axis,
     padded_length,
@@ -58,8 +56,6 @@ __all__ = [
     "LSHAttentionCache",
     "lsh_attention_forward",
     "lsh_attention_backward",
-    "local_attention_forward",
-    "local_attention_backward",
 ]
 
 

@@ -102,7 +102,7 @@ def _measure_numpy(fn, args, kwargs):
 
 
 def _measure_cupy(fn, args, kwargs):
-    import cupy  # only on the CuPy backend (design.md, "Backend")
+    import cupy  # only on the CuPy backend: never imported otherwise
 
     pool = cupy.get_default_memory_pool()
     cupy.cuda.Device().synchronize()

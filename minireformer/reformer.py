@@ -94,6 +94,9 @@ class ReformerConfig:
     activation: str = "gelu"
 
     def __post_init__(self):
+        for name in ("causal", "reversible"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "n_hashes"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         self.chunk_len = check_positive_int("chunk_len", self.chunk_len)

@@ -4,7 +4,7 @@ A reversible block (:mod:`minireformer.reversible`, paper eqs. 7-9) computes y1 
 y2 = x2 + G(y1) with
 
     F(x) = Dropout(W_o Attention(LN(x)))        attention: "lsh", "local" or "full" (shared-QK)
-    G(x) = Dropout(FeedForward(LN(x)))          chunked over positions (paper eq. 10)
+    G(x) = FeedForward(LN(x))                   dropout on its hidden layer; chunked (eq. 10)
 
 and must be able to run each of them again, later, exactly as it ran the first time. So a sub-layer
 separates what it *chose* (LSH rotations and buckets, dropout seeds: a small record) from what it
@@ -113,7 +113,7 @@ class AttentionSubLayer:
         n_parallel_heads: int | None = None,
     ):
         if kind not in ATTENTION_TYPES:
-            raise ValueError(f"attention_type: expected one of {ATTENTION_TYPES}, got {kind!r}")
+            raise ValueError(f"kind: expected one of {ATTENTION_TYPES}, got {kind!r}")
         self.kind = kind
         self.n_heads = check_positive_int("n_heads", n_heads)
         self.d_head = check_positive_int("d_head", d_head)
@@ -314,7 +314,7 @@ class FeedForwardSubLayer:
 
     def __init__(self, *, chunk_len: int | None = None, activation: str = "gelu", dropout=0.0):
         self.chunk_len = None if chunk_len is None else check_positive_int("ff_chunk", chunk_len)
-        self.activation = activation
+        self.activation = layers.check_activation(activation)
         self.dropout = _check_dropout(dropout)
 
     def draw(self, rng, shape) -> dict:

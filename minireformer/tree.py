@@ -1,7 +1,7 @@
 """Parameter trees: nested dicts and lists whose leaves are arrays.
 
 Parameters live in plain nested containers (``params["blocks"][3]["attn"]["w_qk"]``) and gradients
-mirror that structure exactly (design.md, "The op convention"). The optimizer and the gradient
+mirror that structure exactly. The optimizer and the gradient
 checker walk a tree and its gradient tree together through the helpers below.
 """
 
@@ -42,7 +42,11 @@ def check_same_structure(a, b, name: str = "grads") -> None:
     pb = [(p, getattr(x, "shape", None)) for p, x in leaves_with_paths(b)]
     if pa != pb:
         missing = {p for p, _ in pa} ^ {p for p, _ in pb}
-        detail = f"paths differ: {sorted(map(str, missing))[:5]}" if missing else "shapes differ"
+        if missing:
+            detail = f"paths differ: {sorted(map(path_str, missing))[:5]}"
+        else:
+            p, sa, sb = next((p, sa, sb) for (p, sa), (_, sb) in zip(pa, pb) if sa != sb)
+            detail = f"{path_str(p)} expected shape {sa}, got {sb}"
         raise ValueError(f"{name}: expected the structure of params, {detail}")
 
 

@@ -8,11 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minireformer import attention, gradcheck
-from minireformer.lsh_attention import (
-    local_attention_backward,
-    local_attention_forward,
-    lsh_attention_forward,
-)
+from minireformer.chunked_attention import local_attention_backward, local_attention_forward
+from minireformer.lsh_attention import lsh_attention_forward
 
 
 def make_inputs(rng, b, h, length, d, *, pad=False):

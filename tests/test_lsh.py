@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minireformer import lsh
+from minireformer import lsh, memory
 
 
 def reference_hash(x, rotations):
@@ -81,7 +81,22 @@ def test_bad_inputs_name_the_argument():
         lsh.hash_vectors(x[0], lsh.random_rotations(rng, 4, 1, 4))
     with pytest.raises(TypeError, match="x: expected a floating-point array"):
         lsh.hash_vectors(x.astype(int), lsh.random_rotations(rng, 4, 1, 4))
+    with pytest.raises(ValueError, match=r"rotations: expected shape \(Dh, R, K/2\) or"):
+        lsh.hash_vectors(x, rng.standard_normal((4, 2)))
     with pytest.raises(ValueError, match="n_hashes"):
         lsh.random_rotations(rng, 4, 0, 4)
     with pytest.raises(TypeError, match="rng"):
         lsh.random_rotations(42, 4, 1, 4)
+
+
+def test_float32_vectors_are_projected_in_float32():
+    """Rotations are drawn in float64 but used in the dtype of x: hashing float32 vectors holds
+    float32 projections (half the memory), with the same buckets as float32 rotations give."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 4096, 8)).astype(np.float32)
+    rot = lsh.random_rotations(rng, 8, 2, 128)  # float64 as drawn; projections (1, 2, 4096, 2, 64)
+    b64, peak64 = memory.measure_peak(lsh.hash_vectors, x, rot)
+    b32, peak32 = memory.measure_peak(lsh.hash_vectors, x, rot.astype(np.float32))
+    np.testing.assert_array_equal(b64, b32)
+    projections_f32 = x.shape[2] * 2 * 2 * 64 * 4
+    assert peak64 < peak32 + 0.25 * projections_f32, (peak64, peak32)

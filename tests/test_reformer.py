@@ -227,6 +227,8 @@ def test_axial_rows_past_the_length_get_zero_gradient():
         (dict(positional="learned", max_len=None), "max_len"),
         (dict(dtype="float16"), "dtype"),
         (dict(n_layers=0), "n_layers"),
+        (dict(reversible="no"), "reversible"),
+        (dict(causal=1), "causal"),
     ],
 )
 def test_bad_config_names_the_field(overrides, field):

@@ -235,7 +235,7 @@ def test_heads_one_group_at_a_time_change_nothing(kind):
 
 def test_bad_input():
     rng = np.random.default_rng(8)
-    with pytest.raises(ValueError, match="attention_type"):
+    with pytest.raises(ValueError, match="kind: expected one of"):
         AttentionSubLayer("sparse", n_heads=H, d_head=DH, chunk_len=4)
     with pytest.raises(ValueError, match="chunk_len"):
         AttentionSubLayer("lsh", n_heads=H, d_head=DH, chunk_len=0)
@@ -245,6 +245,8 @@ def test_bad_input():
         FeedForwardSubLayer(dropout=1.0)
     with pytest.raises(ValueError, match="ff_chunk"):
         FeedForwardSubLayer(chunk_len=0)
+    with pytest.raises(ValueError, match="activation"):
+        FeedForwardSubLayer(activation="tanh")
     with pytest.raises(ValueError, match="n_parallel_heads"):
         AttentionSubLayer("lsh", n_heads=H, d_head=DH, chunk_len=4, n_parallel_heads=0)
     blocks, params = make_stack(rng, 1, kinds=("full",))
