@@ -8,7 +8,7 @@ Shared-QK: keys are the unit-norm queries k_j = qk_j / |qk_j| and the logit is q
 further 1/sqrt(Dh) (trax / Hugging Face convention).
 
 1. Hash every position in R rounds: h_r(i) = argmax([x_i R_r; -x_i R_r]) in [0, K) (lsh.py).
-2. Give round r the bucket offset r*K and sort all R*L (round, position) copies together by
+2. Give round r the bucket offset r*(K+1) and sort all R*L (round, position) copies together by
    (bucket + offset, position). Internal padding (L up to a multiple of C) sorts after the real
    tokens of its round, as if in bucket K.
 3. Cut the sorted sequence into chunks of C; each chunk attends to itself and to n_chunks_before /

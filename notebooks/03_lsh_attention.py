@@ -258,8 +258,9 @@ print("share of full attention's weight on the keys LSH attends to, per query:\n
 # and the chunk it looks back at (the last, by wrap-around) holds bucket 3. With no key of its
 # bucket in its window it falls back on itself. Token 5, the first of bucket 2, is in the same
 # position at the end of chunk 1. The per-query shares printed above (the weight full attention
-# gives to the keys LSH kept) are low exactly for such queries; more hash rounds, below, give them
-# other chances.
+# gives to the keys LSH kept) are low for such queries, and for hash misses such as token 4, whose
+# bucket is whole in its chunk but whose strongest keys hashed elsewhere; more hash rounds, below,
+# give both other chances.
 
 # %%
 sorted_lsh = lsh_weights[np.ix_(my_order, my_order)]
@@ -390,7 +391,8 @@ assert np.all(change[np.array(earlier_same_bucket) <= C] == 0)  # only in bucket
 # \text{out}_i = \sum_r \frac{e^{\ell_i^{(r)}}}{\sum_{r'} e^{\ell_i^{(r')}}}\, o_i^{(r)} .
 # $$
 #
-# (All rounds are sorted together: round $r$'s buckets are offset by $rK$, so the $R \cdot L$
+# (All rounds are sorted together: round $r$'s buckets are offset by $r(K+1)$, one more than $K$
+# because internal padding sorts as if in bucket $K$, so the $R \cdot L$
 # copies form one sorted sequence of $R L / C$ chunks.)
 #
 # **The duplicate correction (Appendix A).** A key found in several rounds would be counted

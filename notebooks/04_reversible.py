@@ -383,7 +383,8 @@ assert worst < 1e-9
 # matrix, $n_h\, l^2 = 2 \cdot 512^2$ floats = 2 MiB, dominates, kept once per layer or once in
 # all. The table names the largest tensor of a layer, not every array a real implementation keeps,
 # so we compare **slopes** (bytes per extra layer); `memory.transformer_activation_bytes` counts
-# everything our stored-activation blocks keep, for a closer prediction.
+# the float arrays our stored-activation blocks keep, for a closer prediction (it leaves out the
+# $(l, l)$ boolean causal mask, 0.25 MiB per layer here, most of the remaining gap).
 
 # %%
 MEM = dict(vocab_size=VOCAB, d_model=32, n_heads=2, d_ff=128, max_len=512, dtype="float32")

@@ -251,7 +251,8 @@ assert loss_peaks[0] < loss_peaks[-1] / 4
 # ## 4. All the tricks together: Table 3, measured
 #
 # The paper's Table 3 gives the memory of each variant as the size of its largest intermediate
-# ($b$ batch, $l$ length, $n_h$ heads, $n_l$ layers, $n_r$ hash rounds, $c$ chunk length):
+# ($b$ batch, $l$ length, $n_h$ heads, $n_l$ layers, $n_r$ hash rounds, and here $c$ the keys each
+# query attends to in a round: twice the LSH chunk length, its own chunk and the one before):
 #
 # | model | memory |
 # |---|---|
@@ -361,7 +362,9 @@ plt.show()
 # of a layer; a real implementation keeps several tensors of that size, and temporaries; our LSH
 # attention's sorting, hashing and masks add the most), but they move the way the table says:
 #
-# - **reversible** removes the factor $n_l$: about the memory of one layer instead of four;
+# - **reversible** removes the factor $n_l$ from the activations, which here halves the peak (the
+#   table's 4x assumes the activations are all there is; one layer's backward working memory
+#   stays);
 # - **chunking** removes the $d_{ff}$ (and vocabulary) term, leaving the $n_h l^2$ attention
 #   weights of one layer;
 # - **LSH** alone barely helps here, because with stored activations the $(l, d_{ff})$ arrays of
