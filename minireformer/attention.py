@@ -302,6 +302,7 @@ def init_multihead_attention(
     names = ("w_qk", "w_v") if shared_qk else ("w_q", "w_k", "w_v")
     params = {name: rng.standard_normal((d_model, width)) / d_model**0.5 for name in names}
     params["w_o"] = rng.standard_normal((width, d_model)) / width**0.5
+    dtype = layers.check_float_dtype(dtype)
     return {name: backend.asarray(w, dtype=dtype) for name, w in params.items()}
 
 

@@ -32,7 +32,8 @@ from .checks import (
 # --- Initialisation ------------------------------------------------------------------------------
 
 
-def _check_float_dtype(dtype):
+def check_float_dtype(dtype):
+    """``dtype`` as the backend's dtype object; TypeError unless it is a floating-point dtype."""
     dt = backend.get_xp().dtype(dtype)
     if dt.kind != "f":
         raise TypeError(f"dtype: expected a floating-point dtype, got {dt}")
@@ -48,7 +49,7 @@ def init_linear(rng, d_in: int, d_out: int, dtype="float32", bias: bool = True):
     """
     backend.check_rng(rng)
     d_in, d_out = check_positive_int("d_in", d_in), check_positive_int("d_out", d_out)
-    dt = _check_float_dtype(dtype)
+    dt = check_float_dtype(dtype)
     w = backend.asarray(rng.standard_normal((d_in, d_out)) / math.sqrt(d_in), dtype=dt)
     return (w, backend.get_xp().zeros(d_out, dtype=dt)) if bias else w
 
@@ -62,7 +63,7 @@ def init_feedforward(rng, d_model: int, d_ff: int, dtype="float32") -> dict:
 
 def init_layernorm(d_model: int, dtype="float32"):
     """``(gamma, beta)`` of shape (D,): ones and zeros (the layer starts as plain normalisation)."""
-    dt = _check_float_dtype(dtype)
+    dt = check_float_dtype(dtype)
     xp = backend.get_xp()
     return xp.ones(check_positive_int("d_model", d_model), dtype=dt), xp.zeros(d_model, dtype=dt)
 
@@ -252,8 +253,10 @@ def dropout_forward(x, rate: float, seed):
         raise ValueError(f"rate: expected a number in [0, 1), got {rate!r}")
     if rate == 0:
         return x, DropoutCache(0.0, seed, x.shape, x.dtype)
-    if isinstance(seed, bool) or not hasattr(seed, "__index__") or int(seed) < 0:
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
         raise TypeError(f"seed: expected a non-negative int when rate > 0, got {seed!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed: expected a non-negative int when rate > 0, got {seed!r}")
     xp = backend.array_module(x)
     return x * _keep_scale(xp, rate, int(seed), x.shape, x.dtype), DropoutCache(
         float(rate), int(seed), x.shape, x.dtype

@@ -24,16 +24,17 @@
 #
 # Both are computed **position by position**: row $i$ of $\mathrm{FeedForward}(Y)$ depends only on
 # row $i$ of $Y$, and the loss at position $i$ only on the logits at $i$. So the sequence can be cut
-# into $c$ chunks and processed one chunk at a time (paper equation 10):
+# into $n_c$ chunks and processed one chunk at a time (paper equation 10, which calls their number
+# $c$):
 #
 # $$
-# Y_2 = \big[Y_2^{(1)}; \dots; Y_2^{(c)}\big]
+# Y_2 = \big[Y_2^{(1)}; \dots; Y_2^{(n_c)}\big]
 #     = \big[X_2^{(1)} + \mathrm{FeedForward}(Y_1^{(1)}); \dots;
-#            X_2^{(c)} + \mathrm{FeedForward}(Y_1^{(c)})\big].
+#            X_2^{(n_c)} + \mathrm{FeedForward}(Y_1^{(n_c)})\big].
 # $$
 #
 # The result is the same numbers (each row is computed by exactly the same operations); only the
-# largest intermediate alive at once shrinks from $(l, d_{ff})$ to $(l/c, d_{ff})$. The price is a
+# largest intermediate alive at once shrinks from $(l, d_{ff})$ to $(l/n_c, d_{ff})$. The price is a
 # Python loop over chunks: smaller matrix products, so somewhat lower throughput. The backward pass
 # must be chunked too, otherwise it would rebuild the whole $(l, d_{ff})$ array to compute
 # $\partial \mathcal{L} / \partial W_1 = \sum_i x_i^\top \bar h_i$: that sum runs over positions, so
@@ -104,7 +105,8 @@ del cache_full, cache_chunk
 #
 # Now in float32, as in training, we measure the peak memory of the forward **and** backward pass
 # of the same layer (`memory.measure_peak`: NumPy allocations during the call, inputs and
-# parameters excluded) for chunk lengths from 16 to $L$. A rough prediction of the peak: the
+# parameters excluded) for chunk lengths $c$ (positions per chunk, from here on) from 16 to $L$.
+# A rough prediction of the peak: the
 # $(L, d_{model})$ arrays that must exist whole (output, input gradient: a few times $L\,d_{model}$)
 # plus the $(c, d_{ff})$ arrays of one chunk alive at once. Counting them in the backward of one
 # chunk: the pre-activation and the activation kept by the forward, the gradient arriving at the

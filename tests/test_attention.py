@@ -198,6 +198,8 @@ def test_init_multihead_attention():
         "w_v",
         "w_o",
     }
+    with pytest.raises(TypeError, match="^dtype: expected a floating-point dtype"):
+        A.init_multihead_attention(_rng(7), 8, 2, 4, "int32")
 
 
 def _assert_causal(fn, inputs, t):

@@ -350,6 +350,8 @@ def test_feedforward_bad_input():
         Lr.feedforward_forward(np.ones((2, 4)), p)
     with pytest.raises(TypeError, match="^seed: expected"):
         Lr.feedforward_forward(X, p, dropout=0.5)
+    with pytest.raises(ValueError, match="^seed: expected a non-negative int"):
+        Lr.feedforward_forward(X, p, dropout=0.5, seed=-1)
 
 
 def test_init_bad_input():
