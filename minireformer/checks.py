@@ -10,13 +10,36 @@ from __future__ import annotations
 from . import backend
 
 
+def _check_int(name: str, value, minimum: int, expected: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name}: expected {expected}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return int(value)
+
+
 def check_positive_int(name: str, value) -> int:
     """``value`` as an int if it is an integer >= 1, else ``ValueError``/``TypeError``."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+    return _check_int(name, value, 1, "a positive integer")
+
+
+def check_nonnegative_int(name: str, value) -> int:
+    """``value`` as an int if it is an integer >= 0, else ``ValueError``/``TypeError``."""
+    return _check_int(name, value, 0, "an integer >= 0")
+
+
+def check_rate(name: str, value) -> float:
+    """``value`` as a float if it is a number in [0, 1) (a dropout rate, an Adam beta)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` if it is True or False (not merely truthy), else ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return value
 
 
 def check_array(name: str, x, *, ndim: int | None = None, shape: tuple | None = None) -> None:

@@ -33,7 +33,7 @@ from .attention import (
     unit_norm_backward,
     unit_norm_forward,
 )
-from .checks import check_positive_int
+from .checks import check_nonnegative_int, check_positive_int
 
 
 def padded_length(length: int, chunk_len: int) -> int:
@@ -208,9 +208,8 @@ def check_chunked_inputs(qk, v, mask, chunk_len, n_chunks_before, n_chunks_after
     chunk_len >= 1; n_chunks_before, n_chunks_after >= 0. Returns chunk_len as an int."""
     _check_heads("qk", qk, "v", v, mask)
     chunk_len = check_positive_int("chunk_len", chunk_len)
-    for name, value in (("n_chunks_before", n_chunks_before), ("n_chunks_after", n_chunks_after)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+    check_nonnegative_int("n_chunks_before", n_chunks_before)
+    check_nonnegative_int("n_chunks_after", n_chunks_after)
     return chunk_len
 
 

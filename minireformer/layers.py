@@ -26,6 +26,7 @@ from .checks import (
     check_float_array,
     check_mask,
     check_positive_int,
+    check_rate,
     check_token_ids,
 )
 
@@ -249,8 +250,7 @@ def dropout_forward(x, rate: float, seed):
     Scaling by 1/(1-rate) keeps E[out] = x, so nothing changes at evaluation time.
     """
     check_float_array("x", x, finite=False)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ValueError(f"rate: expected a number in [0, 1), got {rate!r}")
+    check_rate("rate", rate)
     if rate == 0:
         return x, DropoutCache(0.0, seed, x.shape, x.dtype)
     if isinstance(seed, bool) or not hasattr(seed, "__index__"):

@@ -37,7 +37,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import attention, backend, layers
-from .checks import check_array, check_mask, check_positive_int, check_token_ids
+from .checks import (
+    check_array,
+    check_bool,
+    check_mask,
+    check_positive_int,
+    check_rate,
+    check_token_ids,
+)
 
 DTYPES = ("float32", "float64")
 
@@ -74,11 +81,8 @@ class TransformerConfig:
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_heads", "d_head", "d_ff", "n_layers", "max_len"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
-        if not isinstance(self.causal, bool):
-            raise TypeError(f"causal: expected True or False, got {self.causal!r}")
-        rate = self.dropout
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"dropout: expected a number in [0, 1), got {rate!r}")
+        check_bool("causal", self.causal)
+        check_rate("dropout", self.dropout)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {self.dtype!r}")
 

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 from . import backend
+from .checks import check_rate
 from .tree import check_same_structure, leaves, map_tree
 
 
@@ -75,10 +76,8 @@ class Adam:
     def __post_init__(self):
         _check_positive("lr", self.lr)
         _check_positive("eps", self.eps)
-        for name in ("beta1", "beta2"):
-            beta = getattr(self, name)
-            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
-                raise ValueError(f"{name}: expected a number in [0, 1), got {beta!r}")
+        check_rate("beta1", self.beta1)
+        check_rate("beta2", self.beta2)
         if self.clip_norm is not None:
             _check_positive("clip_norm", self.clip_norm)
 

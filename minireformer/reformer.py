@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import backend, layers, model, positional
-from .checks import check_mask, check_positive_int, check_token_ids
+from .checks import check_bool, check_mask, check_positive_int, check_rate, check_token_ids
 from .chunking import chunked_output_loss_backward, chunked_output_loss_forward
 from .lsh import check_n_buckets
 from .reversible import ReversibleBlock
@@ -94,9 +94,8 @@ class ReformerConfig:
     activation: str = "gelu"
 
     def __post_init__(self):
-        for name in ("causal", "reversible"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        check_bool("causal", self.causal)
+        check_bool("reversible", self.reversible)
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "n_hashes"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         self.chunk_len = check_positive_int("chunk_len", self.chunk_len)
@@ -124,12 +123,7 @@ class ReformerConfig:
         for name in ("ff_chunk", "loss_chunk", "n_parallel_heads"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))
-        if (
-            isinstance(self.dropout, bool)
-            or not isinstance(self.dropout, (int, float))
-            or not 0 <= self.dropout < 1
-        ):
-            raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout!r}")
+        check_rate("dropout", self.dropout)
         if self.positional not in POSITIONAL_TYPES:
             raise ValueError(
                 f"positional: expected one of {POSITIONAL_TYPES}, got {self.positional!r}"

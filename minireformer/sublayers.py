@@ -43,7 +43,7 @@ from .attention import (
     shared_qk_attention_forward,
     split_heads,
 )
-from .checks import check_positive_int
+from .checks import check_positive_int, check_rate
 from .chunked_attention import local_attention_backward, local_attention_forward
 from .chunking import (
     chunked_feedforward_backward,
@@ -59,12 +59,6 @@ FF_KEYS = layers.FEEDFORWARD_KEYS
 def _check_seed(rec, rate) -> None:
     if (rec.get("seed") is None) != (rate == 0):
         raise ValueError(f"record: dropout seed {rec.get('seed')!r} does not match rate {rate}")
-
-
-def _check_dropout(rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout: expected a rate in [0, 1), got {rate!r}")
-    return float(rate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +117,7 @@ class AttentionSubLayer:
         self.n_hashes = check_positive_int("n_hashes", n_hashes)
         self.n_buckets = None if n_buckets is None else lsh.check_n_buckets(n_buckets)
         self.causal = bool(causal)
-        self.dropout = _check_dropout(dropout)
+        self.dropout = check_rate("dropout", dropout)
         self.n_chunks_before, self.n_chunks_after = n_chunks_before, n_chunks_after
         step = self.n_heads if n_parallel_heads is None else n_parallel_heads
         step = check_positive_int("n_parallel_heads", step)
@@ -315,7 +309,7 @@ class FeedForwardSubLayer:
     def __init__(self, *, chunk_len: int | None = None, activation: str = "gelu", dropout=0.0):
         self.chunk_len = None if chunk_len is None else check_positive_int("ff_chunk", chunk_len)
         self.activation = layers.check_activation(activation)
-        self.dropout = _check_dropout(dropout)
+        self.dropout = check_rate("dropout", dropout)
 
     def draw(self, rng, shape) -> dict:
         return {"kind": "ff", "seed": layers.draw_seed(rng) if self.dropout > 0 else None}

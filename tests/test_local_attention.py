@@ -156,6 +156,13 @@ def test_peak_memory_grows_linearly():
     assert 3.0 < ratio < 5.5, ratio  # quadratic growth would give about 16
 
 
+def test_numpy_integer_window_is_accepted():
+    qk, v, _ = make_inputs(np.random.default_rng(27), 1, 1, 8, 4)
+    a, _ = local_attention_forward(qk, v, chunk_len=4, n_chunks_before=np.int64(1))
+    b, _ = local_attention_forward(qk, v, chunk_len=4, n_chunks_before=1)
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "change, name",
     [

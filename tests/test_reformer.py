@@ -227,13 +227,17 @@ def test_axial_rows_past_the_length_get_zero_gradient():
         (dict(positional="learned", max_len=None), "max_len"),
         (dict(dtype="float16"), "dtype"),
         (dict(n_layers=0), "n_layers"),
-        (dict(reversible="no"), "reversible"),
-        (dict(causal=1), "causal"),
     ],
 )
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         tiny_config(**overrides)
+
+
+@pytest.mark.parametrize("field", ["causal", "reversible"])
+def test_truthy_non_bool_switches_are_refused(field):
+    with pytest.raises(TypeError, match=f"^{field}: expected True or False, got 'no'"):
+        tiny_config(**{field: "no"})
 
 
 def test_bad_call_inputs():
