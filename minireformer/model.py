@@ -19,7 +19,7 @@ backward pass reaches it: that is what makes memory grow linearly with depth (no
 Parameter tree::
 
     {"embed": {"tokens": (V, D), "positions": (max_len, D)},
-     "blocks": [{"ln1": {"gamma", "beta"}, "attn": {"w_q", "w_k", "w_v", "w_o"},
+     "blocks": [{"ln1": {"gamma", "beta"}, "attn": {"w_q", "w_k" (or "w_qk"), "w_v", "w_o"},
                  "ln2": {"gamma", "beta"}, "ff": {"w1", "b1", "w2", "b2"}}, ...],
      "head": {"ln": {"gamma", "beta"}, "out": {"w": (D, V), "b": (V,)}}}
 
@@ -65,6 +65,8 @@ class TransformerConfig:
         causal: language-model masking (a position attends to itself and earlier positions).
         dropout: rate on the embedding, each sub-layer's output and the feed-forward hidden layer.
         dtype: "float32" or "float64" (gradient checks).
+        shared_qk: one projection for queries and keys, unit-norm keys (the Reformer's shared-QK,
+            paper section 2, in a standard Transformer: the middle curve of the paper's Figure 3).
     """
 
     vocab_size: int
@@ -77,11 +79,13 @@ class TransformerConfig:
     causal: bool = True
     dropout: float = 0.0
     dtype: str = "float32"
+    shared_qk: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_heads", "d_head", "d_ff", "n_layers", "max_len"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         check_bool("causal", self.causal)
+        check_bool("shared_qk", self.shared_qk)
         check_rate("dropout", self.dropout)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {self.dtype!r}")
@@ -126,7 +130,9 @@ def init_transformer(config: TransformerConfig, rng) -> dict:
         blocks.append(
             {
                 "ln1": {"gamma": g1, "beta": b1},
-                "attn": attention.init_multihead_attention(rng, c.d_model, c.n_heads, c.d_head, dt),
+                "attn": attention.init_multihead_attention(
+                    rng, c.d_model, c.n_heads, c.d_head, dt, shared_qk=c.shared_qk
+                ),
                 "ln2": {"gamma": g2, "beta": b2},
                 "ff": layers.init_feedforward(rng, c.d_model, c.d_ff, dt),
             }

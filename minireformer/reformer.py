@@ -68,6 +68,15 @@ class ReformerConfig:
         reversible: True: reversible backward (no stored activations); False: the same blocks
             with stored activations, for comparisons.
         activation: "gelu" or "relu" in the feed-forward.
+        attend_across_buckets: LSH layers attend to keys of other buckets in their window
+            (trax's switch; False, the paper's Appendix A semantics, masks them).
+        allow_duplicate_attention: no log N_ij correction for keys attended in several rounds
+            (trax's switch; False, the paper's semantics, subtracts it). Both True: the released
+            trax / Hugging Face code.
+
+    The parameters do not depend on ``n_hashes``, ``n_buckets``, ``chunk_len``, the two switches
+    or which attention each layer uses, so a trained model is evaluated another way with one call:
+    ``dataclasses.replace(config, n_hashes=8)`` or ``replace(config, attention_types=("full",))``.
     """
 
     vocab_size: int
@@ -92,10 +101,12 @@ class ReformerConfig:
     dtype: str = "float32"
     reversible: bool = True
     activation: str = "gelu"
+    attend_across_buckets: bool = False
+    allow_duplicate_attention: bool = False
 
     def __post_init__(self):
-        check_bool("causal", self.causal)
-        check_bool("reversible", self.reversible)
+        for name in ("causal", "reversible", "attend_across_buckets", "allow_duplicate_attention"):
+            check_bool(name, getattr(self, name))
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "n_hashes"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         self.chunk_len = check_positive_int("chunk_len", self.chunk_len)
@@ -172,6 +183,8 @@ def build_blocks(config: ReformerConfig, *, dropout: float | None = None) -> lis
             causal=config.causal,
             dropout=rate,
             n_parallel_heads=config.n_parallel_heads,
+            attend_across_buckets=config.attend_across_buckets,
+            allow_duplicate_attention=config.allow_duplicate_attention,
         )
         g = FeedForwardSubLayer(
             chunk_len=config.ff_chunk, activation=config.activation, dropout=rate

@@ -43,7 +43,7 @@ from .attention import (
     shared_qk_attention_forward,
     split_heads,
 )
-from .checks import check_positive_int, check_rate
+from .checks import check_bool, check_positive_int, check_rate
 from .chunked_attention import local_attention_backward, local_attention_forward
 from .chunking import (
     chunked_feedforward_backward,
@@ -83,6 +83,9 @@ class AttentionSubLayer:
     shared-QK (one projection W_qk, unit-norm keys). Parameters: {"ln_gamma", "ln_beta" (D,),
     "w_qk", "w_v" (D, H*Dh), "w_o" (H*Dh, D)}.
 
+    ``attend_across_buckets`` and ``allow_duplicate_attention`` (LSH only) choose between the
+    paper's semantics (both False) and the released code's (both True); see ``lsh_attention.py``.
+
     ``n_parallel_heads`` (trax's name) attends to that many heads at a time, one group after the
     other: heads are independent, so the result is the same, and only one group's attention
     activations (the (C, W) weights of every chunk, the largest arrays of the layer) exist at once.
@@ -105,6 +108,8 @@ class AttentionSubLayer:
         n_chunks_before: int = 1,
         n_chunks_after: int = 0,
         n_parallel_heads: int | None = None,
+        attend_across_buckets: bool = False,
+        allow_duplicate_attention: bool = False,
     ):
         if kind not in ATTENTION_TYPES:
             raise ValueError(f"kind: expected one of {ATTENTION_TYPES}, got {kind!r}")
@@ -116,7 +121,11 @@ class AttentionSubLayer:
         self.chunk_len = chunk_len
         self.n_hashes = check_positive_int("n_hashes", n_hashes)
         self.n_buckets = None if n_buckets is None else lsh.check_n_buckets(n_buckets)
-        self.causal = bool(causal)
+        self.causal = check_bool("causal", causal)
+        self.attend_across_buckets = check_bool("attend_across_buckets", attend_across_buckets)
+        self.allow_duplicate_attention = check_bool(
+            "allow_duplicate_attention", allow_duplicate_attention
+        )
         self.dropout = check_rate("dropout", dropout)
         self.n_chunks_before, self.n_chunks_after = n_chunks_before, n_chunks_after
         step = self.n_heads if n_parallel_heads is None else n_parallel_heads
@@ -234,6 +243,8 @@ class AttentionSubLayer:
             buckets=rec["buckets"],  # None on the first run; then replayed, never re-hashed
             causal=self.causal,
             mask=mask,
+            attend_across_buckets=self.attend_across_buckets,
+            allow_duplicate_attention=self.allow_duplicate_attention,
             **window,
         )
         if rec["buckets"] is None:

@@ -236,3 +236,25 @@ def test_non_finite_loss_is_an_error():
     params["blocks"][0]["ff"]["w1"][0, 0] = np.nan  # caught by the next block's input check
     with pytest.raises(ValueError, match="expected finite values, got NaN or inf"):
         model.loss_and_grads(params, tokens, config)
+
+
+def test_shared_qk_transformer_learns_the_same_interface():
+    """shared_qk=True gives one w_qk projection and gradients that match finite differences."""
+    cfg = model.TransformerConfig(
+        vocab_size=7,
+        d_model=8,
+        n_heads=2,
+        d_head=4,
+        d_ff=16,
+        n_layers=1,
+        max_len=6,
+        dtype="float64",
+        shared_qk=True,
+    )
+    params = model.init_transformer(cfg, np.random.default_rng(0))
+    assert "w_qk" in params["blocks"][0]["attn"] and "w_q" not in params["blocks"][0]["attn"]
+    tokens = np.random.default_rng(1).integers(0, 7, (2, 6))
+    err, _ = gradcheck.check_tree(
+        lambda p: model.loss_and_grads(p, tokens, cfg), params, rng=np.random.default_rng(2)
+    )
+    assert err < 1e-6

@@ -257,3 +257,38 @@ def test_bad_call_inputs():
         step(tiny_config(n_layers=4), params, tokens)
     with pytest.raises(TypeError, match="config"):
         loss_and_grads(params, tokens, {"d_model": 8}, rng)
+
+
+def test_semantics_switches_reach_the_lsh_layers():
+    """ReformerConfig's two trax switches change the LSH layers' output; parameters are shared."""
+    import dataclasses
+
+    cfg = ReformerConfig(
+        vocab_size=11,
+        d_model=8,
+        n_heads=2,
+        d_ff=16,
+        n_layers=1,
+        chunk_len=4,
+        max_len=32,
+        n_hashes=2,
+        dtype="float64",
+    )
+    params = init_reformer(cfg, np.random.default_rng(0))
+    tokens = np.random.default_rng(1).integers(0, 11, (2, 32))
+    paper = forward_logits(params, tokens, cfg, np.random.default_rng(2))
+    released_cfg = dataclasses.replace(
+        cfg, attend_across_buckets=True, allow_duplicate_attention=True
+    )
+    released = forward_logits(params, tokens, released_cfg, np.random.default_rng(2))
+    assert np.abs(paper - released).max() > 1e-6
+    again = forward_logits(params, tokens, cfg, np.random.default_rng(2))
+    assert np.array_equal(paper, again)
+    with pytest.raises(TypeError, match="attend_across_buckets"):
+        dataclasses.replace(cfg, attend_across_buckets="yes")
+    # evaluating with more rounds or full attention needs no new parameters
+    for other in (
+        dataclasses.replace(cfg, n_hashes=8),
+        dataclasses.replace(cfg, attention_types=("full",)),
+    ):
+        assert forward_logits(params, tokens, other, np.random.default_rng(2)).shape == paper.shape
