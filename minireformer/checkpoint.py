@@ -1,0 +1,207 @@
+"""Checkpoints: a whole training state in one ``.npz`` file, written atomically, loaded safely.
+
+One file holds the parameters, the Adam moments and step, the model config, the training and
+data settings, every random Generator's state (the training batches' and the model's: LSH
+rotations, dropout) and the training log, so that ``--resume`` continues *exactly*: N steps, save,
+load, N more steps gives bit-identical parameters to 2N steps straight.
+
+Layout of the archive (NumPy ``.npz``, loaded with ``allow_pickle=False``, so opening a file never
+runs code)::
+
+    "meta"               0-d str: JSON {"format": 1, "model": {"kind", fields}, "train": {...},
+                         "data": {...}, "step": int, "rng": {name: bit-generator state},
+                         "extra": {...}}
+    "params/<path>"      one array per parameter, path as ``blocks[0].attn.w_qk``
+    "adam_m/<path>"      Adam's first moments (absent in a weights-only file)
+    "adam_v/<path>"      Adam's second moments
+    "log"                (n, 5) float64 rows (step, train loss, eval loss, eval accuracy, seconds)
+
+Writing goes to a temporary file in the same folder, then ``os.replace`` renames it onto the
+target: a crash in the middle leaves the previous checkpoint whole. A truncated or corrupt file,
+a missing array, or arrays that do not fit the config raise :class:`CheckpointError` naming what
+is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import backend, lm
+from .tree import leaves_with_paths, path_str
+
+FORMAT = 1
+LOG_COLUMNS = ("step", "train_loss", "eval_loss", "eval_accuracy", "seconds")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, incomplete, or for another model."""
+
+
+def _flatten(prefix: str, tree) -> dict:
+    return {f"{prefix}/{path_str(p)}": backend.to_numpy(x) for p, x in leaves_with_paths(tree)}
+
+
+def save(
+    path,
+    *,
+    params,
+    config,
+    step: int,
+    adam_state=None,
+    train=None,
+    data=None,
+    rngs=None,
+    log=None,
+    extra=None,
+) -> Path:
+    """Write a checkpoint to ``path`` atomically; returns the path.
+
+    Args:
+        params: the parameter tree; config: its ReformerConfig or TransformerConfig.
+        step: optimizer steps taken so far.
+        adam_state: ``Adam.init`` / ``Adam.step`` state, or None for a weights-only file.
+        train, data: JSON-able dicts (training settings, the data source's ``spec()``).
+        rngs: ``{name: numpy.random.Generator}`` whose states are saved.
+        log: (n, 5) rows as in :data:`LOG_COLUMNS`, or None.
+        extra: any further JSON-able facts (e.g. the wall time of training).
+    """
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "model": lm.config_to_dict(config),
+        "train": train or {},
+        "data": data or {},
+        "step": int(step),
+        "rng": {name: g.bit_generator.state for name, g in (rngs or {}).items()},
+        "extra": extra or {},
+    }
+    arrays = {"meta": np.array(json.dumps(meta))}
+    arrays.update(_flatten("params", params))
+    if adam_state is not None:
+        arrays.update(_flatten("adam_m", adam_state["m"]))
+        arrays.update(_flatten("adam_v", adam_state["v"]))
+    log = np.zeros((0, len(LOG_COLUMNS))) if log is None else np.asarray(log, dtype=np.float64)
+    arrays["log"] = log.reshape(-1, len(LOG_COLUMNS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: the old file or the new, never half
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``config``, ``params``, ``adam_state`` (or None), ``step``, ``train``,
+    ``data``, ``rng_states``, ``log`` (n, 5) and ``extra``."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def generator(self, name: str) -> np.random.Generator:
+        """A fresh PCG64 Generator in the saved state ``name``."""
+        if name not in self.rng_states:
+            raise CheckpointError(f"checkpoint: no random state {name!r} saved")
+        g = np.random.Generator(np.random.PCG64())
+        g.bit_generator.state = self.rng_states[name]
+        return g
+
+
+def _unflatten(arrays, prefix: str, template, config, source):
+    """Arrays ``prefix/<path>`` shaped like ``template`` (the config's parameter tree)."""
+
+    def fill(tree, path=()):
+        if isinstance(tree, dict):
+            return {k: fill(v, path + (k,)) for k, v in tree.items()}
+        if isinstance(tree, list):
+            return [fill(v, path + (i,)) for i, v in enumerate(tree)]
+        key = f"{prefix}/{path_str(path)}"
+        if key not in arrays:
+            raise CheckpointError(f"{source}: missing array {key!r} for this {config}")
+        a = arrays[key]
+        if a.shape != tree.shape or a.dtype != tree.dtype:
+            raise CheckpointError(
+                f"{source}: {key} has shape {a.shape} {a.dtype}, the config expects "
+                f"{tree.shape} {tree.dtype}"
+            )
+        return backend.asarray(a)
+
+    expected = {f"{prefix}/{path_str(p)}" for p, _ in leaves_with_paths(template)}
+    extra = sorted(k for k in arrays if k.startswith(prefix + "/") and k not in expected)
+    if extra:
+        raise CheckpointError(f"{source}: arrays the config has no place for: {extra[:3]}")
+    return fill(template)
+
+
+def load(path, *, expect_config=None) -> Checkpoint:
+    """Read a checkpoint written by :func:`save`.
+
+    ``expect_config``: if given, the checkpoint's model config must equal it (``CheckpointError``
+    listing the fields that differ), as when resuming a run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no file at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"checkpoint {path}: unreadable (truncated or corrupt): {e}"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT}"
+        )
+    try:
+        config = lm.config_from_dict(meta["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: its model config is invalid: {e}") from None
+    if expect_config is not None:
+        _check_same_config(path, config, expect_config)
+    template = lm.init_params(config, np.random.default_rng(0))  # shapes and dtypes only
+    source = f"checkpoint {path}"
+    params = _unflatten(arrays, "params", template, lm.kind_of(config), source)
+    adam_state = None
+    if any(k.startswith("adam_m/") for k in arrays):
+        adam_state = {
+            "m": _unflatten(arrays, "adam_m", template, lm.kind_of(config), source),
+            "v": _unflatten(arrays, "adam_v", template, lm.kind_of(config), source),
+            "step": int(meta["step"]),
+        }
+    return Checkpoint(
+        path=path,
+        config=config,
+        params=params,
+        adam_state=adam_state,
+        step=int(meta["step"]),
+        train=meta.get("train", {}),
+        data=meta.get("data", {}),
+        rng_states=meta.get("rng", {}),
+        log=arrays.get("log", np.zeros((0, len(LOG_COLUMNS)))),
+        extra=meta.get("extra", {}),
+    )
+
+
+def _check_same_config(path, got, want) -> None:
+    got_d, want_d = lm.config_to_dict(got), lm.config_to_dict(want)
+    if got_d["kind"] != want_d["kind"]:
+        raise CheckpointError(
+            f"checkpoint {path}: holds a {got_d['kind']} model, expected a {want_d['kind']}"
+        )
+    diff = [k for k in want_d if got_d.get(k) != want_d[k]]
+    if diff:
+        detail = ", ".join(f"{k}={got_d.get(k)!r} (expected {want_d[k]!r})" for k in diff[:4])
+        raise CheckpointError(f"checkpoint {path}: another config: {detail}")

@@ -1,0 +1,366 @@
+"""Training: the loop, its learning-rate schedule, evaluation, checkpoints and resumption.
+
+One step (for the Reformer and the baseline Transformer alike, through ``lm.py``)::
+
+    tokens, mask = source.batch(data_rng, B, L)                 (B, L), (B, L-1) or None
+    loss, grads  = loss_and_grads(params, tokens, config, model_rng, mask)
+    lr           = schedule(step)                               warm-up, then decay
+    params       = Adam(params, clip_by_global_norm(grads))     ``optim.py``
+
+Schedule: linear warm-up from 0 to ``lr`` over ``warmup`` steps, then ``"cosine"`` decay to
+``min_lr_ratio * lr`` at the last step (Loshchilov & Hutter 2017, arXiv 1608.03983),
+``"rsqrt"`` decay lr * sqrt(warmup / step) (Vaswani et al. 2017, section 5.3; the trax Reformer's
+default), or ``"constant"``.
+
+Everything random comes from three Generators seeded from ``seed``: the initial parameters, the
+training batches (``data_rng``: its state is the data position) and the model's own draws
+(``model_rng``: LSH rotations, dropout seeds). A checkpoint stores the last two with the
+parameters and Adam's moments, so a resumed run is bit-identical to one that never stopped.
+
+A curriculum (``stages``) changes the sequence length and batch size at given steps: short
+contexts first (many cheap optimizer steps), long contexts after; the parameters do not depend on
+the length, only the positional table's size ``max_len`` bounds it.
+
+Shape letters: B batch, L length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import backend, checkpoint, layers, lm
+from .checks import check_positive_int
+from .optim import Adam
+
+SCHEDULES = ("cosine", "rsqrt", "constant")
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run, validated on creation (errors name the field).
+
+    Attributes:
+        steps: optimizer steps in all (the sum of ``stages`` when they are given).
+        batch_size, seq_len: B and L of a training batch (seq_len None: the task's length).
+        stages: None, or [[steps, seq_len, batch_size], ...] run one after the other.
+        lr, warmup, schedule, min_lr_ratio: the learning-rate schedule (module docstring).
+        clip_norm: global-norm gradient clipping; None: off.
+        beta1, beta2: Adam's moment decays.
+        eval_every: evaluate every this many steps (and at the last).
+        eval_batches, eval_batch_size, eval_seq_len: the held-out batches (None: as training).
+        checkpoint_every: write the checkpoint every this many steps (and at the last).
+        seed: seeds every Generator of the run.
+    """
+
+    steps: int = 1000
+    batch_size: int = 16
+    seq_len: int | None = None
+    stages: list | None = None
+    lr: float = 1e-3
+    warmup: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    clip_norm: float | None = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eval_every: int = 100
+    eval_batches: int = 4
+    eval_batch_size: int | None = None
+    eval_seq_len: int | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.stages is not None:
+            if not isinstance(self.stages, (list, tuple)) or not self.stages:
+                raise ValueError(
+                    f"stages: expected [[steps, seq_len, batch_size], ...], got {self.stages!r}"
+                )
+            stages = []
+            for stage in self.stages:
+                if not isinstance(stage, (list, tuple)) or len(stage) != 3:
+                    raise ValueError(
+                        f"stages: expected [steps, seq_len, batch_size], got {stage!r}"
+                    )
+                stages.append([check_positive_int("stages", s) for s in stage])
+            self.stages = stages
+            self.steps = sum(s[0] for s in stages)
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every"):
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        for name in ("seq_len", "eval_batch_size", "eval_seq_len"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_positive_int(name, getattr(self, name)))
+        self.warmup = (
+            int(self.warmup) if isinstance(self.warmup, (int, np.integer)) else self.warmup
+        )
+        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ValueError(f"warmup: expected an integer >= 0, got {self.warmup!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if not isinstance(self.min_lr_ratio, (int, float)) or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(
+                f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}"
+            )
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        # lr, betas and clip_norm are checked by Adam (below), which names them the same way
+        self.optimizer()
+
+    def optimizer(self) -> Adam:
+        return Adam(lr=self.lr, beta1=self.beta1, beta2=self.beta2, clip_norm=self.clip_norm)
+
+    def stage_at(self, step: int) -> tuple:
+        """(seq_len, batch_size) of step ``step`` (0-based)."""
+        if self.stages is None:
+            return self.seq_len, self.batch_size
+        for n, length, batch in self.stages:
+            if step < n:
+                return length, batch
+            step -= n
+        return self.stages[-1][1], self.stages[-1][2]
+
+
+def learning_rate(step: int, tc: TrainConfig) -> float:
+    """The rate of optimizer step ``step`` = 1, 2, ..., ``tc.steps`` (module docstring)."""
+    if step <= tc.warmup:
+        return tc.lr * step / max(tc.warmup, 1)
+    if tc.schedule == "constant":
+        return tc.lr
+    if tc.schedule == "rsqrt":
+        return tc.lr * math.sqrt(max(tc.warmup, 1) / step)
+    progress = (step - tc.warmup) / max(tc.steps - tc.warmup, 1)
+    floor = tc.min_lr_ratio * tc.lr
+    return floor + (tc.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def evaluate(params, config, batches, *, seed: int = 0) -> dict:
+    """Mean next-token loss (nats), bits per token and accuracy over ``batches``.
+
+    batches: [(tokens (B, L), loss_mask (B, L-1) or None), ...]; LSH rotations from ``seed``, the
+    same for every call. Returns {"loss", "bits", "accuracy", "targets"}.
+    """
+    rng = np.random.default_rng(seed)
+    total, correct, count = 0.0, 0, 0
+    for tokens, mask in batches:
+        logits = lm.forward_logits(params, backend.asarray(tokens), config, rng)[:, :-1]
+        xp = backend.array_module(logits)
+        targets = backend.asarray(tokens[:, 1:])
+        lse = layers.logsumexp(logits, axis=-1)  # (B, L-1)
+        nll = lse - xp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+        hit = xp.argmax(logits, axis=-1) == targets
+        if mask is not None:
+            m = backend.asarray(mask)
+            nll, hit = nll[m], hit[m]
+        total += float(xp.sum(nll, dtype=xp.float64))
+        correct += int(xp.sum(hit))
+        count += int(nll.size)
+    loss = total / max(count, 1)
+    return {"loss": loss, "bits": loss / LN2, "accuracy": correct / max(count, 1), "targets": count}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message names the step and a remedy."""
+
+
+@dataclass
+class TrainResult:
+    params: dict
+    config: object
+    step: int
+    log: np.ndarray  # (n, 5) as checkpoint.LOG_COLUMNS
+    seconds: float  # training wall time, over every resumed part
+    interrupted: bool
+    checkpoint: Path | None
+
+
+class _InterruptFlag:
+    """Ctrl-C sets a flag that the loop reads between steps, so a step is never half applied."""
+
+    def __init__(self):
+        self.set = False
+
+    def __enter__(self):
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C cannot be caught here
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _metric_text(source, ev: dict) -> dict:
+    if hasattr(source, "decode"):  # text: bits per character
+        return {"bpc": f"{ev['bits']:.3f}"}
+    return {"acc": f"{ev['accuracy']:.3f}"}
+
+
+def train(
+    config,
+    tc: TrainConfig,
+    source,
+    *,
+    out=None,
+    resume: bool = False,
+    progress: bool = True,
+    on_step=None,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``config`` (Reformer or Transformer) on ``source`` with the settings ``tc``.
+
+    Args:
+        out: checkpoint path (``.npz``) written every ``tc.checkpoint_every`` steps, at the end and
+            on Ctrl-C; None: nothing written.
+        resume: continue from ``out`` if it exists (its model config, training settings and data
+            must equal these; ``CheckpointError`` otherwise). A finished run returns at once.
+        progress: show a tqdm bar (step, loss, bits per character or accuracy, tokens/s, ETA).
+        on_step: optional ``on_step(step, params, info)`` called after every step.
+
+    Returns:
+        :class:`TrainResult`. Raises :class:`TrainingError` on a non-finite loss (the last
+        checkpoint is left as it was).
+    """
+    kind = lm.kind_of(config)
+    if not isinstance(tc, TrainConfig):
+        raise TypeError(f"train config: expected a TrainConfig, got {type(tc).__name__}")
+    if config.vocab_size != source.vocab_size:
+        raise ValueError(
+            f"vocab_size: the data has {source.vocab_size} symbols, the {kind} config "
+            f"{config.vocab_size}"
+        )
+    train_dict = dataclasses.asdict(tc)
+    adam = tc.optimizer()
+    out = None if out is None else Path(out)
+    if resume and out is not None and out.exists():
+        ck = checkpoint.load(out, expect_config=config)
+        for what, got, want in (
+            ("training settings", ck.train, train_dict),
+            ("data", ck.data, source.spec()),
+        ):
+            if got != want:
+                diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+                raise checkpoint.CheckpointError(
+                    f"checkpoint {out}: other {what} ({', '.join(diff)}); start a new --out"
+                )
+        if ck.adam_state is None:
+            raise checkpoint.CheckpointError(f"checkpoint {out}: weights only, cannot resume")
+        params, state, step = ck.params, ck.adam_state, ck.step
+        data_rng, model_rng = ck.generator("data"), ck.generator("model")
+        log, seconds = [list(r) for r in ck.log], float(ck.extra.get("seconds", 0.0))
+    else:
+        params = lm.init_params(config, np.random.default_rng([tc.seed, 0]))
+        state, step = adam.init(params), 0
+        data_rng = np.random.default_rng([tc.seed, 1])
+        model_rng = np.random.default_rng([tc.seed, 2])
+        log, seconds = [], 0.0
+
+    def eval_batches():
+        length = tc.eval_seq_len or tc.stage_at(tc.steps - 1)[0]
+        return source.eval_batches(tc.eval_batch_size or tc.batch_size, length, tc.eval_batches)
+
+    def save(path=out):
+        if path is None:
+            return None
+        return checkpoint.save(
+            path,
+            params=params,
+            config=config,
+            step=step,
+            adam_state=state,
+            train=train_dict,
+            data=source.spec(),
+            rngs={"data": data_rng, "model": model_rng},
+            log=log,
+            extra={"seconds": seconds, "kind": kind},
+        )
+
+    held_out = eval_batches() if step < tc.steps else None
+    bar = _progress_bar(progress, tc.steps, step, description)
+    interrupted, last_ev = False, {}
+    started = time.perf_counter() - seconds
+    with _InterruptFlag() as flag:
+        try:
+            while step < tc.steps:
+                length, batch = tc.stage_at(step)
+                tokens, mask = source.batch(data_rng, batch, length)
+                t0 = time.perf_counter()
+                loss, grads = lm.loss_and_grads(
+                    params,
+                    backend.asarray(tokens),
+                    config,
+                    model_rng,
+                    None if mask is None else backend.asarray(mask),
+                )
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"step {step + 1}: the training loss is {loss}; the last good checkpoint "
+                        f"({out}, step {_saved_step(out)}) is kept. Try a lower lr or warm-up "
+                        f"longer, or clip_norm."
+                    )
+                adam.lr = learning_rate(step + 1, tc)
+                info = adam.step(params, grads, state)
+                del grads
+                step += 1
+                seconds = time.perf_counter() - started
+                row = [step, loss, math.nan, math.nan, seconds]
+                if step % tc.eval_every == 0 or step == tc.steps:
+                    last_ev = evaluate(params, config, held_out, seed=tc.seed)
+                    row[2:4] = last_ev["loss"], last_ev["accuracy"]
+                log.append(row)
+                if bar is not None:
+                    tok_s = tokens.size / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(
+                        L=length,
+                        loss=f"{loss:.3f}",
+                        **(_metric_text(source, last_ev) if last_ev else {}),
+                        tok_s=f"{tok_s:,.0f}",
+                    )
+                    bar.update(1)
+                if on_step is not None:
+                    on_step(step, params, info)
+                if step % tc.checkpoint_every == 0 or step == tc.steps:
+                    save()
+                if flag.set:
+                    interrupted = True
+                    save()
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+    return TrainResult(
+        params,
+        config,
+        step,
+        np.array(log, dtype=np.float64).reshape(-1, 5),
+        seconds,
+        interrupted,
+        out,
+    )
+
+
+def _saved_step(path):
+    if path is None or not Path(path).exists():
+        return "none written"
+    return checkpoint.load(path).step
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, description: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True)
