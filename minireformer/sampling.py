@@ -5,8 +5,9 @@ the ``top_k`` most likely tokens; temperature 0 takes the most likely token (gre
 context is run again for every token (no decoding cache), and once it is longer than the model's
 ``max_len`` (or ``context``) only its last positions are kept: the window slides.
 
-For the Reformer, every forward pass hashes with LSH rotations drawn from the same Generator as
-the samples, so a seed fixes the whole output.
+For the Reformer, every forward pass hashes with fresh LSH rotations, drawn from a Generator
+seeded once from ``rng`` (apart from the samples' draws, so greedy and top-1 decoding hash alike):
+a seed fixes the whole output.
 
 Shape letters: L length, V vocabulary.
 """
@@ -48,7 +49,7 @@ def generate(
 
     Args:
         params, config: a trained model (either kind).
-        rng: ``numpy.random.Generator``: the samples and the LSH rotations.
+        rng: ``numpy.random.Generator`` for the samples and (through one seed) the rotations.
         temperature: >= 0 (0: greedy). top_k: keep the k most likely tokens (None: all).
         context: the most positions fed to the model (default and at most ``config.max_len``).
     """
@@ -72,8 +73,9 @@ def generate(
         if context is None
         else min(check_positive_int("context", context), config.max_len)
     )
+    hash_rng = np.random.default_rng(int(rng.integers(2**63)))
     for _ in range(n_new):
         tokens = backend.asarray(np.array([ids[-window:]], dtype=np.int64))  # (1, <= window)
-        logits = lm.forward_logits(params, tokens, config, rng)[0, -1]  # (V,)
+        logits = lm.forward_logits(params, tokens, config, hash_rng)[0, -1]  # (V,)
         ids.append(sample_next(logits, rng, temperature=temperature, top_k=top_k))
     return np.array(ids, dtype=np.int64)

@@ -324,7 +324,7 @@ def train(
                 if bar is not None:
                     tok_s = tokens.size / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(
-                        L=length,
+                        L=tokens.shape[1],
                         loss=f"{loss:.3f}",
                         **(_metric_text(source, last_ev) if last_ev else {}),
                         tok_s=f"{tok_s:,.0f}",
