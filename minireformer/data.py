@@ -34,7 +34,9 @@ from .checks import check_positive_int
 
 TASKS = ("duplication", "text")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TEXT = "data/tinyshakespeare.txt"  # relative paths are tried in the working folder, then here
+DEFAULT_TEXT = (
+    "data/tinyshakespeare.txt"  # relative paths are tried in the working folder, then here
+)
 
 
 def resolve_path(path) -> Path:
