@@ -25,6 +25,7 @@ from types import ModuleType
 import numpy
 
 ENV_VAR = "MINIREFORMER_BACKEND"
+BOOL_TYPES = (bool, numpy.bool_)  # Python's and NumPy's booleans (CuPy's scalars are NumPy's)
 _BACKENDS = ("numpy", "cupy")
 _xp: ModuleType | None = None
 
