@@ -33,7 +33,16 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import backend, layers
-from .checks import check_array, check_float_array, check_mask, check_positive_int
+from .checks import (
+    check_array,
+    check_bool,
+    check_float_array,
+    check_float_dtype,
+    check_grad,
+    check_mask,
+    check_positive_int,
+    check_same_dtype,
+)
 
 NEG_SELF = -1e5  # logit of a token attending to itself under shared-QK (paper section 2)
 NEG_MASK = -1e9  # logit of a masked key (causal or padding); exp underflows to exactly 0
@@ -45,9 +54,16 @@ class UnitNormCache(NamedTuple):
 
 
 def unit_norm_forward(x, eps: float = 1e-12):
-    """k = x / |x| along the last axis. x: (..., Dh) -> (..., Dh)."""
+    """k = x / |x| along the last axis, |x| = sqrt(sum x^2 + eps). x: (..., Dh) -> (..., Dh).
+
+    The vector is divided by its largest entry m before squaring, |x| = hypot(m |x / m|,
+    sqrt(eps)), so that a finite float32 vector of size 1e20 does not overflow to inf.
+    """
     xp = backend.array_module(x)
-    norm = xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True) + eps)  # (..., 1)
+    top = xp.max(xp.abs(x), axis=-1, keepdims=True)  # (..., 1)
+    top = xp.where(top > 0, top, xp.asarray(1, dtype=x.dtype))  # a zero vector stays zero
+    scaled = x / top
+    norm = xp.hypot(top * xp.sqrt(xp.sum(scaled * scaled, axis=-1, keepdims=True)), eps**0.5)
     unit = x / norm
     return unit, UnitNormCache(unit, norm)
 
@@ -56,6 +72,7 @@ def unit_norm_backward(dout, cache: UnitNormCache):
     """dx = (dk - k (k . dk)) / |x|: the Jacobian of x/|x| projects out the radial direction."""
     xp = backend.array_module(dout)
     unit, norm = cache
+    check_grad("dout", dout, unit.shape, unit.dtype)
     return (dout - unit * xp.sum(unit * dout, axis=-1, keepdims=True)) / norm
 
 
@@ -122,8 +139,11 @@ def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask
         broadcastable to it, True where the logit was kept, or None when nothing is masked. Call
         it on zeros to see the mask itself: 0 kept, NEG_SELF, NEG_MASK.
     """
+    causal, self_mask = check_bool("causal", causal), check_bool("self_mask", self_mask)
     if not causal and key_valid is None and not self_mask:
         return logits, None
+    if not getattr(logits.flags, "writeable", True):
+        raise ValueError("logits: expected a writable array (masked in place), got a read-only one")
     xp = backend.array_module(logits)
     q_pos, k_pos = q_pos[..., :, None], k_pos[..., None, :]  # (..., Lq, 1), (..., 1, Lk)
     keep = xp.ones((1, 1), dtype=bool)
@@ -155,15 +175,19 @@ class AttentionCache(NamedTuple):
     unit: object  # UnitNormCache of the keys under shared-QK, else None
 
 
-def _check_heads(q_name, q, v_name, v, mask):
-    """q (B, H, L, Dh) and v (B, H, L, Dv) float; mask (B, L) bool or None."""
-    check_float_array(q_name, q, ndim=4)
+def check_heads(q_name, q, v_name, v, mask, causal):
+    """The checks every attention on heads makes at its entry (one policy for all of them):
+
+    q (B, H, L, Dh) and v (B, H, L, Dv) finite, non-empty (B = 0 or L = 0 is a ValueError),
+    float32 or float64 of one dtype; mask (B, L) bool or None; ``causal`` a strict bool.
+    """
+    check_float_array(q_name, q, ndim=4, nonempty=True)
     batch, n_heads, length, _ = q.shape
-    check_float_array(v_name, v, shape=(batch, n_heads, length, None))
-    if v.dtype != q.dtype:
-        raise TypeError(f"{v_name}: expected dtype {q.dtype} (that of {q_name}), got {v.dtype}")
+    check_float_array(v_name, v, shape=(batch, n_heads, length, None), nonempty=True)
+    check_same_dtype(**{q_name: q, v_name: v})
     if mask is not None:
         check_mask("mask", mask, (batch, length))
+    check_bool("causal", causal)
 
 
 def _attend(q, k, v, scale, causal, mask, self_mask, unit=None):
@@ -197,6 +221,7 @@ def _attend_backward(dout, cache: AttentionCache):
     """
     xp = backend.array_module(dout)
     q, k, v, probs, keep, scale = cache[:6]
+    check_grad("dout", dout, q.shape[:3] + v.shape[3:], q.dtype)
     dv = xp.matmul(probs.swapaxes(-1, -2), dout)  # (B, H, L, Dv)
     dprobs = xp.matmul(dout, v.swapaxes(-1, -2))  # (B, H, L, L)
     row = xp.sum(dprobs * probs, axis=-1, keepdims=True)  # (B, H, L, 1)
@@ -225,10 +250,9 @@ def attention_forward(q, k, v, *, causal: bool = False, mask=None):
         ``(out (B, H, L, Dv), cache)``; ``cache.lse`` (B, H, L) is the per-query log-sum-exp of the
         masked logits and ``cache.probs`` (B, H, L, L) the attention weights.
     """
-    _check_heads("q", q, "v", v, mask)
+    check_heads("q", q, "v", v, mask, causal)
     check_float_array("k", k, shape=q.shape)
-    if k.dtype != q.dtype:
-        raise TypeError(f"k: expected dtype {q.dtype} (that of q), got {k.dtype}")
+    check_same_dtype(q=q, k=k)
     return _attend(q, k, v, 1.0 / q.shape[-1] ** 0.5, causal, mask, self_mask=False)
 
 
@@ -257,7 +281,7 @@ def shared_qk_attention_forward(qk, v, *, causal: bool = False, mask=None):
     Returns:
         ``(out (B, H, L, Dv), cache)`` with ``cache.lse`` (B, H, L) and ``cache.probs``.
     """
-    _check_heads("qk", qk, "v", v, mask)
+    check_heads("qk", qk, "v", v, mask, causal)
     keys, unit = unit_norm_forward(qk)  # (B, H, L, Dh)
     return _attend(qk, keys, v, 1.0, causal, mask, self_mask=True, unit=unit)
 
@@ -299,16 +323,16 @@ def init_multihead_attention(
     backend.check_rng(rng)
     d_model = check_positive_int("d_model", d_model)
     width = check_positive_int("n_heads", n_heads) * check_positive_int("d_head", d_head)
-    names = ("w_qk", "w_v") if shared_qk else ("w_q", "w_k", "w_v")
+    names = ("w_qk", "w_v") if check_bool("shared_qk", shared_qk) else ("w_q", "w_k", "w_v")
     params = {name: rng.standard_normal((d_model, width)) / d_model**0.5 for name in names}
     params["w_o"] = rng.standard_normal((width, d_model)) / width**0.5
-    dtype = layers.check_float_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     return {name: backend.asarray(w, dtype=dtype) for name, w in params.items()}
 
 
 def _check_multihead_params(x, p, n_heads):
     """x (B, L, D); p holds w_q/w_k or w_qk, w_v (D, H*Dh), w_o (H*Dh, D); H divides H*Dh."""
-    check_float_array("x", x, ndim=3)
+    check_float_array("x", x, ndim=3, nonempty=True)
     if not isinstance(p, dict):
         raise TypeError(f"p: expected a dict of weights, got {type(p).__name__}")
     in_names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
@@ -321,6 +345,7 @@ def _check_multihead_params(x, p, n_heads):
     for name in in_names[1:]:
         check_float_array(name, p[name], shape=(d_model, width))
     check_float_array("w_o", p["w_o"], shape=(width, d_model))
+    check_same_dtype(x=x, **{name: p[name] for name in (*in_names, "w_o")})
     n_heads = check_positive_int("n_heads", n_heads)
     if width % n_heads:
         raise ValueError(

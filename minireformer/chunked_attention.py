@@ -28,12 +28,12 @@ from typing import NamedTuple
 from . import backend
 from .attention import (
     NEG_MASK,
-    _check_heads,
+    check_heads,
     mask_logits,
     unit_norm_backward,
     unit_norm_forward,
 )
-from .checks import check_nonnegative_int, check_positive_int
+from .checks import check_grad, check_nonnegative_int, check_positive_int
 
 
 def padded_length(length: int, chunk_len: int) -> int:
@@ -203,10 +203,10 @@ def window_attention_backward(dout, row, probs, keep, q, k, v, *, n_before, n_af
 # ---------------------------------------------------------------------------------------------
 
 
-def check_chunked_inputs(qk, v, mask, chunk_len, n_chunks_before, n_chunks_after):
-    """qk (B, H, L, Dh), v (B, H, L, Dv) finite floats of one dtype; mask (B, L) bool or None;
-    chunk_len >= 1; n_chunks_before, n_chunks_after >= 0. Returns chunk_len as an int."""
-    _check_heads("qk", qk, "v", v, mask)
+def check_chunked_inputs(qk, v, mask, causal, chunk_len, n_chunks_before, n_chunks_after):
+    """:func:`attention.check_heads` (qk, v, mask, causal), chunk_len >= 1 and
+    n_chunks_before, n_chunks_after >= 0. Returns chunk_len as an int."""
+    check_heads("qk", qk, "v", v, mask, causal)
     chunk_len = check_positive_int("chunk_len", chunk_len)
     check_nonnegative_int("n_chunks_before", n_chunks_before)
     check_nonnegative_int("n_chunks_after", n_chunks_after)
@@ -264,7 +264,9 @@ def local_attention_forward(
     Returns:
         ``(out (B, H, L, Dv), cache)``.
     """
-    chunk_len = check_chunked_inputs(qk, v, mask, chunk_len, n_chunks_before, n_chunks_after)
+    chunk_len = check_chunked_inputs(
+        qk, v, mask, causal, chunk_len, n_chunks_before, n_chunks_after
+    )
     xp = backend.array_module(qk, v)
     batch, n_heads, length, _ = qk.shape
     padded = padded_length(length, chunk_len)
@@ -318,6 +320,7 @@ def local_attention_backward(dout, cache: LocalAttentionCache):
     xp = backend.array_module(dout)
     q, _, v, probs, keep, out, unit, length, n_before, n_after = cache
     batch, n_heads, n_chunks, chunk_len = q.shape[:4]
+    check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
     padded = n_chunks * chunk_len
     dout = pad_length_axis(dout, padded).reshape(out.shape)  # (B, H, n_c, C, Dv)
     row = xp.sum(dout * out, axis=-1)  # (B, H, n_c, C)

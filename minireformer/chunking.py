@@ -30,7 +30,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import backend, layers
-from .checks import check_array, check_float_array, check_mask, check_positive_int
+from .checks import (
+    check_array,
+    check_float_array,
+    check_grad,
+    check_mask,
+    check_positive_int,
+    check_same_dtype,
+    check_scalar_grad,
+)
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # an odd 64-bit constant: chunk seeds far apart from each other
 _SEED_MOD = 2**63
@@ -67,7 +75,8 @@ class ChunkedFeedForwardCache(NamedTuple):
 
 
 def _check_ff_input(x, chunk_len):
-    check_float_array("x", x)
+    """x (..., L, D) finite and non-empty (L = 0 is a ValueError, as for attention); c >= 1."""
+    check_float_array("x", x, nonempty=True)
     if x.ndim < 2:
         raise ValueError(f"x: expected shape (..., L, D), got {tuple(x.shape)}")
     return check_positive_int("chunk_len", chunk_len)
@@ -121,7 +130,7 @@ def _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, want_o
 def chunked_feedforward_backward(dout, cache: ChunkedFeedForwardCache):
     """dout (..., L, D) -> (dx (..., L, D), dp with the keys of p), recomputing chunk by chunk."""
     x, p, chunk_len, activation, dropout, seed = cache
-    check_float_array("dout", dout, shape=x.shape[:-1] + (p["w2"].shape[1],))
+    check_grad("dout", dout, x.shape[:-1] + p["w2"].shape[1:], x.dtype)
     _, dx, dp = _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, False)
     return dx, dp
 
@@ -143,7 +152,7 @@ def chunked_feedforward_forward_backward(
         ``(out (..., L, D), dx (..., L, D), dp)``.
     """
     chunk_len = _check_ff_input(x, chunk_len)
-    check_float_array("dout", dout, shape=x.shape[:-1] + (p["w2"].shape[1],))
+    check_grad("dout", dout, x.shape[:-1] + p["w2"].shape[1:], x.dtype)
     return _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, True)
 
 
@@ -181,10 +190,11 @@ def chunked_output_loss_forward(h, w, b, targets, mask=None, *, chunk_len: int):
     Returns:
         ``(loss, cache)``: ``loss`` a scalar; the cache holds only the inputs.
     """
-    check_float_array("h", h, ndim=3)
+    check_float_array("h", h, ndim=3, nonempty=True)
     check_float_array("w", w, shape=(h.shape[-1], None))
     if b is not None:
         check_float_array("b", b, shape=(w.shape[1],))
+    check_same_dtype(h=h, w=w, b=b)
     check_array("targets", targets, shape=h.shape[:2])
     if mask is not None:
         check_mask("mask", mask, h.shape[:2])
@@ -221,6 +231,7 @@ def chunked_output_loss_backward(dloss, cache: ChunkedLossCache):
     Each chunk's logits are recomputed, backpropagated and freed before the next chunk.
     """
     h, w, b, targets, mask, chunk_len, counts, total = cache
+    dloss = check_scalar_grad("dloss", dloss)
     xp = backend.array_module(h, w)
     dh = xp.zeros_like(h)  # (B, L, Din): chunks without targets get zero gradient
     dw = xp.zeros_like(w)  # (Din, V)

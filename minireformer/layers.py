@@ -7,7 +7,8 @@ FeedForward(x) = W2 act(W1 x + b1) + b2 of equation 10; section 5: dropout; the 
 
 Shape letters: B batch, L length, D model width, F feed-forward width, V vocabulary; ``...`` stands
 for any leading dimensions (B, L). Input values are not scanned for NaN/inf (a full pass per op);
-the loss is checked instead.
+the loss is checked instead. Floats are float32 or float64, one dtype per call, and every backward
+checks ``dout`` against the shape and dtype of its forward's output (``checks.py``).
 
 References: https://arxiv.org/abs/2001.04451 (Reformer); CS231n ``layers.py`` for the convention;
 Ba, Kiros, Hinton 2016 (layer norm, arXiv 1607.06450); Hendrycks & Gimpel 2016 (GELU, arXiv
@@ -22,23 +23,22 @@ from typing import NamedTuple
 from . import backend
 from .checks import (
     check_array,
+    check_bool,
     check_finite,
     check_float_array,
+    check_float_dtype,
+    check_grad,
+    check_keys,
     check_mask,
     check_positive_int,
+    check_positive_number,
     check_rate,
+    check_same_dtype,
+    check_scalar_grad,
     check_token_ids,
 )
 
 # --- Initialisation ------------------------------------------------------------------------------
-
-
-def check_float_dtype(dtype):
-    """``dtype`` as the backend's dtype object; TypeError unless it is a floating-point dtype."""
-    dt = backend.get_xp().dtype(dtype)
-    if dt.kind != "f":
-        raise TypeError(f"dtype: expected a floating-point dtype, got {dt}")
-    return dt
 
 
 def init_linear(rng, d_in: int, d_out: int, dtype="float32", bias: bool = True):
@@ -52,7 +52,7 @@ def init_linear(rng, d_in: int, d_out: int, dtype="float32", bias: bool = True):
     d_in, d_out = check_positive_int("d_in", d_in), check_positive_int("d_out", d_out)
     dt = check_float_dtype(dtype)
     w = backend.asarray(rng.standard_normal((d_in, d_out)) / math.sqrt(d_in), dtype=dt)
-    return (w, backend.get_xp().zeros(d_out, dtype=dt)) if bias else w
+    return (w, backend.get_xp().zeros(d_out, dtype=dt)) if check_bool("bias", bias) else w
 
 
 def init_feedforward(rng, d_model: int, d_ff: int, dtype="float32") -> dict:
@@ -84,10 +84,10 @@ def linear_forward(x, w, b=None):
     check_float_array("x", x, finite=False)
     if x.ndim < 1 or x.shape[-1] != w.shape[0]:
         raise ValueError(f"x: expected shape (..., {w.shape[0]}) to match w, got {x.shape}")
-    out = x @ w
     if b is not None:
         check_float_array("b", b, shape=(w.shape[1],), finite=False)
-        out = out + b
+    check_same_dtype(x=x, w=w, b=b)
+    out = x @ w if b is None else x @ w + b
     return out, LinearCache(x, w, b is not None)
 
 
@@ -97,6 +97,7 @@ def linear_backward(dout, cache: LinearCache):
     Returns ``(dx, dw, db)``, or ``(dx, dw)`` when the forward had no bias.
     """
     x, w, has_bias = cache
+    check_grad("dout", dout, x.shape[:-1] + w.shape[1:], x.dtype)
     return (linear_input_grad(dout, w),) + linear_param_grads(dout, x, has_bias)
 
 
@@ -129,8 +130,8 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
         raise ValueError(f"x: expected at least 1 dimension, got shape {x.shape}")
     check_float_array("gamma", gamma, shape=(x.shape[-1],), finite=False)
     check_float_array("beta", beta, shape=(x.shape[-1],), finite=False)
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    eps = check_positive_number("eps", eps)
     xp = backend.array_module(x)
     centred = x - xp.mean(x, axis=-1, keepdims=True)  # (..., D)
     rstd = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=-1, keepdims=True) + eps)  # (..., 1)
@@ -149,6 +150,7 @@ def layernorm_backward(dout, cache: LayerNormCache):
     """
     xp = backend.array_module(dout)
     xhat, rstd, gamma = cache
+    check_grad("dout", dout, xhat.shape, xhat.dtype)
     g = dout * gamma  # (..., D)
     dx = rstd * (
         g - xp.mean(g, axis=-1, keepdims=True) - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)
@@ -178,6 +180,7 @@ def embedding_backward(dout, cache: EmbeddingCache):
 
     ``xp.add.at`` accumulates repeated ids; ``dtable[ids] += dout`` would keep only one of them.
     """
+    check_grad("dout", dout, cache.ids.shape + cache.table_shape[1:], cache.dtype)
     xp = backend.array_module(dout)
     dtable = xp.zeros(cache.table_shape, dtype=cache.dtype)  # (V, D)
     xp.add.at(dtable, cache.ids.reshape(-1), dout.reshape(-1, cache.table_shape[1]))
@@ -206,6 +209,7 @@ def gelu_backward(dout, cache):
     """gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u)."""
     xp = backend.array_module(dout)
     x = cache
+    check_grad("dout", dout, x.shape, x.dtype)
     t = xp.tanh(_GELU_C * (x + _GELU_A * x**3))
     du_dx = _GELU_C * (1.0 + 3 * _GELU_A * x * x)
     return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
@@ -219,6 +223,7 @@ def relu_forward(x):
 
 def relu_backward(dout, cache):
     """dx = dout where x > 0, else 0."""
+    check_grad("dout", dout, cache.shape, cache.dtype)
     return dout * (cache > 0)
 
 
@@ -250,7 +255,7 @@ def dropout_forward(x, rate: float, seed):
     Scaling by 1/(1-rate) keeps E[out] = x, so nothing changes at evaluation time.
     """
     check_float_array("x", x, finite=False)
-    check_rate("rate", rate)
+    rate = check_rate("rate", rate)
     if rate == 0:
         return x, DropoutCache(0.0, seed, x.shape, x.dtype)
     if isinstance(seed, bool) or not hasattr(seed, "__index__"):
@@ -259,12 +264,13 @@ def dropout_forward(x, rate: float, seed):
         raise ValueError(f"seed: expected a non-negative int when rate > 0, got {seed!r}")
     xp = backend.array_module(x)
     return x * _keep_scale(xp, rate, int(seed), x.shape, x.dtype), DropoutCache(
-        float(rate), int(seed), x.shape, x.dtype
+        rate, int(seed), x.shape, x.dtype
     )
 
 
 def dropout_backward(dout, cache: DropoutCache):
     """dx = dout * keep / (1 - rate), with the same mask regenerated from the cached seed."""
+    check_grad("dout", dout, cache.shape, cache.dtype)
     if cache.rate == 0:
         return dout
     xp = backend.array_module(dout)
@@ -299,6 +305,7 @@ def softmax_backward(dout, cache):
     """dx = p * (dout - sum(dout * p)) along the last axis (Jacobian diag(p) - p p^T)."""
     xp = backend.array_module(dout)
     p = cache
+    check_grad("dout", dout, p.shape, p.dtype)
     return p * (dout - xp.sum(dout * p, axis=-1, keepdims=True))
 
 
@@ -317,9 +324,10 @@ def softmax_cross_entropy_forward(logits, targets, mask=None, *, normalizer=None
 
     logits: (..., V) float; targets: (...) int in [0, V), masked or not; mask: (...) bool, True =
     counted (None = all). ``normalizer`` replaces N (e.g. the total count over all chunks of a
-    chunked loss, where one chunk may be entirely masked). Returns a 0-d loss; ValueError if N = 0.
+    chunked loss, where one chunk may be entirely masked). Returns a 0-d loss; ValueError if N = 0,
+    or if ``logits`` is empty (no position or an empty vocabulary).
     """
-    check_float_array("logits", logits, finite=False)
+    check_float_array("logits", logits, finite=False, nonempty=True)
     if logits.ndim < 1:
         raise ValueError(f"logits: expected shape (..., V), got {logits.shape}")
     check_token_ids("targets", targets, logits.shape[-1])
@@ -345,10 +353,11 @@ def softmax_cross_entropy_forward(logits, targets, mask=None, *, normalizer=None
 def softmax_cross_entropy_backward(dloss, cache: CrossEntropyCache):
     """dlogits = dloss * w_i * (softmax(logits_i) - onehot(t_i)) / N.  Returns (..., V)."""
     logits, lse, targets, weights, n = cache
+    dloss = check_scalar_grad("dloss", dloss)
     xp = backend.array_module(logits)
     grad = xp.exp(logits - lse[..., None])  # softmax, (..., V)
     grad -= xp.arange(logits.shape[-1]) == targets[..., None]  # minus the one-hot target
-    return grad * (weights * (float(dloss) / n))[..., None]
+    return grad * (weights * (dloss / n))[..., None]
 
 
 # --- Feed-forward sub-layer ----------------------------------------------------------------------
@@ -381,9 +390,7 @@ def feedforward_forward(x, p, activation: str = "gelu", dropout: float = 0.0, se
     dropout rate on the hidden activations with int ``seed`` (see :func:`dropout_forward`).
     """
     check_activation(activation)
-    if not isinstance(p, dict) or set(p) != set(FEEDFORWARD_KEYS):
-        got = sorted(p) if isinstance(p, dict) else type(p).__name__
-        raise ValueError(f"p: expected a dict with keys {list(FEEDFORWARD_KEYS)}, got {got}")
+    check_keys("p", p, FEEDFORWARD_KEYS)
     check_float_array("w1", p["w1"], ndim=2, finite=False)
     check_float_array("w2", p["w2"], shape=p["w1"].shape[::-1], finite=False)
     h, lin1 = linear_forward(x, p["w1"], p["b1"])  # (..., F)

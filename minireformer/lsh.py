@@ -75,7 +75,7 @@ def hash_vectors(x, rotations):
     Returns:
         integer array (B, H, R, L) of bucket ids in [0, K).
     """
-    check_float_array("x", x, ndim=4)
+    check_float_array("x", x, ndim=4, nonempty=True)
     batch, n_heads, length, dim = x.shape
     if getattr(rotations, "ndim", None) not in (3, 4):
         raise ValueError(

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from . import backend, lsh
 from .attention import unit_norm_backward, unit_norm_forward
-from .checks import check_array, check_float_array, check_positive_int
+from .checks import check_array, check_bool, check_float_array, check_grad, check_positive_int
 from .chunked_attention import (
     check_chunked_inputs,
     gather,
@@ -204,8 +204,12 @@ def lsh_attention_forward(
         ``(out (B, H, L, Dv), cache)``; ``cache.buckets`` (B, H, R, L), ``cache.rotations``,
         ``cache.lse`` (B, H, L) the log-sum-exp over every attended slot of every round.
     """
-    chunk_len = check_chunked_inputs(qk, v, mask, chunk_len, n_chunks_before, n_chunks_after)
+    chunk_len = check_chunked_inputs(
+        qk, v, mask, causal, chunk_len, n_chunks_before, n_chunks_after
+    )
     n_hashes = check_positive_int("n_hashes", n_hashes)
+    check_bool("attend_across_buckets", attend_across_buckets)
+    check_bool("allow_duplicate_attention", allow_duplicate_attention)
     rotations, n_buckets = _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len)
     xp = backend.array_module(qk, v)
     batch, n_heads, length, _ = qk.shape
@@ -311,6 +315,7 @@ def lsh_attention_backward(dout, cache: LSHAttentionCache):
     _, _, order, inverse, probs, keep, _, q, v, out, unit, chunk_len, nb, na = cache
     batch, n_heads, padded, _ = q.shape
     length = cache.buckets.shape[-1]
+    check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
     tokens = order % padded  # (B, H, R*Lp)
     slots = (batch, n_heads, -1, chunk_len)
 
