@@ -20,10 +20,16 @@ respect to each input is exactly what ``backward(dout, cache)`` returns.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 from . import backend
+from .checks import check_float_array, check_positive_number
 from .tree import leaves_with_paths, path_str
+
+
+class PrecisionWarning(UserWarning):
+    """A gradient check run in float32: its errors (~1e-3) say nothing about the backward."""
 
 
 def rel_error(a, b) -> float:
@@ -40,24 +46,38 @@ def rel_error(a, b) -> float:
 def numerical_gradient(f: Callable[[], float], x, h: float = 1e-5, indices=None):
     """Centred-difference gradient of the scalar ``f()`` with respect to the array ``x``.
 
-    ``x`` is perturbed in place (and restored); ``f`` must read it. ``indices`` (flat positions)
-    limits the work to a sample of entries; the others are returned as zero.
+    ``x`` is perturbed in place (and restored, also when ``f`` raises); ``f`` must read it.
+    ``indices`` (flat positions) limits the work to a sample of entries; the others are returned
+    as zero. ``x`` must be a float array (an integer array cannot be perturbed by h); a float32
+    ``x`` gives a :class:`PrecisionWarning`, since its round-off (~1e-7 relative, divided by h)
+    swamps the truncation error: the check is meaningful in float64 only.
 
-    Returns an array shaped like ``x``.
+    Returns a float64 array shaped like ``x``.
     """
+    check_float_array("x", x, finite=False)
+    h = check_positive_number("h", h)
+    if x.dtype.name != "float64":
+        warnings.warn(
+            f"numerical_gradient: x is {x.dtype}; centred differences are meaningful in float64 "
+            f"only (float32 round-off gives errors near 1e-3 even for a correct backward)",
+            PrecisionWarning,
+            stacklevel=2,
+        )
+    if not x.flags.c_contiguous:
+        raise ValueError("x: expected a C-contiguous array (it is perturbed in place), got a view")
     xp = backend.array_module(x)
     grad = xp.zeros(x.shape, dtype=xp.float64)
-    if not x.flags.c_contiguous:
-        raise ValueError("numerical_gradient: x must be C-contiguous so that it can be perturbed")
     flat_x, flat_g = x.reshape(-1), grad.reshape(-1)  # views: writing flat_x perturbs x
     positions = range(x.size) if indices is None else indices
     for i in positions:
-        old = float(flat_x[i])
-        flat_x[i] = old + h
-        f_plus = float(f())
-        flat_x[i] = old - h
-        f_minus = float(f())
-        flat_x[i] = old
+        old = float(flat_x[i])  # exact: restored below whatever f does
+        try:
+            flat_x[i] = old + h
+            f_plus = float(f())
+            flat_x[i] = old - h
+            f_minus = float(f())
+        finally:
+            flat_x[i] = old
         flat_g[i] = (f_plus - f_minus) / (2 * h)
     return grad
 
@@ -82,8 +102,9 @@ def check_op(
         forward: ``forward(*args, **kwargs) -> (out, cache)``.
         backward: ``backward(dout, cache)`` returning the gradients of the floating-point array
             arguments, in their order in ``args`` (a single array when there is one).
-        args: positional arguments; float arrays should be float64. Integer or boolean arrays
-            (token ids, masks) and non-arrays are passed through and not differentiated.
+        args: positional arguments; float arrays should be float64 (float32 gives a
+            :class:`PrecisionWarning`). Integer or boolean arrays (token ids, masks) and
+            non-arrays are passed through and not differentiated.
         rng: ``numpy.random.Generator`` for the random upstream gradient and entry sampling.
         max_entries: check at most this many randomly chosen entries per argument.
 
@@ -95,7 +116,10 @@ def check_op(
     args = list(args)
     wrt = [i for i, a in enumerate(args) if _is_float_array(a)]
     out, cache = forward(*args, **kwargs)
-    dout = backend.asarray(rng.standard_normal(getattr(out, "shape", ())))
+    # the random upstream gradient in the output's dtype (backward refuses another dtype)
+    dout = backend.asarray(
+        rng.standard_normal(getattr(out, "shape", ())), getattr(out, "dtype", None)
+    )
     grads = backward(dout, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
     if len(grads) != len(wrt):

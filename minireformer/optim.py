@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass
 
 from . import backend
-from .checks import check_rate
-from .tree import check_same_structure, leaves, map_tree
+from .checks import check_float_array, check_positive_number, check_rate
+from .tree import check_same_structure, leaf_name, leaves, leaves_with_paths, map_tree
 
 
 def global_norm(grads) -> float:
@@ -36,22 +36,26 @@ def global_norm(grads) -> float:
     return math.sqrt(float(total))
 
 
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)
+def finite_global_norm(grads, name: str = "grads") -> float:
+    """:func:`global_norm`, or ``ValueError`` if it is NaN or inf (a non-finite gradient).
+
+    Clipping a NaN would turn every gradient into NaN, and clipping an inf would zero the finite
+    ones; neither is a step worth taking.
+    """
+    norm = global_norm(grads)
+    if not math.isfinite(norm):
+        raise ValueError(f"{name}: expected finite values, got global norm {norm}")
+    return norm
 
 
 def clip_by_global_norm(grads, max_norm: float):
     """Scale ``grads`` by max_norm / norm when their global norm exceeds ``max_norm``.
 
     Returns ``(clipped, norm)``: a new tree (or ``grads`` itself when no scaling is needed) and
-    the global norm before clipping.
+    the global norm before clipping. ``ValueError`` if a gradient holds NaN or inf.
     """
-    max_norm = _check_positive("max_norm", max_norm)
-    norm = global_norm(grads)
+    max_norm = check_positive_number("max_norm", max_norm)
+    norm = finite_global_norm(grads)
     if norm <= max_norm:
         return grads, norm
     scale = max_norm / norm
@@ -74,15 +78,20 @@ class Adam:
     clip_norm: float | None = None
 
     def __post_init__(self):
-        _check_positive("lr", self.lr)
-        _check_positive("eps", self.eps)
+        check_positive_number("lr", self.lr)  # NumPy scalars are accepted like Python numbers
+        check_positive_number("eps", self.eps)
         check_rate("beta1", self.beta1)
         check_rate("beta2", self.beta2)
         if self.clip_norm is not None:
-            _check_positive("clip_norm", self.clip_norm)
+            check_positive_number("clip_norm", self.clip_norm)
 
     def init(self, params) -> dict:
-        """``{"m": zeros like params, "v": zeros like params, "step": 0}``."""
+        """``{"m": zeros like params, "v": zeros like params, "step": 0}``.
+
+        ``TypeError`` unless every leaf is a float32 or float64 array (Adam updates in place).
+        """
+        for path, p in leaves_with_paths(params):
+            check_float_array(leaf_name("params", path), p, finite=False)
 
         def zeros(p):
             return backend.array_module(p).zeros_like(p)
@@ -99,9 +108,7 @@ class Adam:
         if not isinstance(state, dict) or set(state) != {"m", "v", "step"}:
             raise ValueError("state: expected the dict returned by Adam.init(params)")
         check_same_structure(params, state["m"], "state")
-        norm = global_norm(grads)
-        if not math.isfinite(norm):
-            raise ValueError(f"grads: expected finite values, got global norm {norm}")
+        norm = finite_global_norm(grads)
         clipped = self.clip_norm is not None and norm > self.clip_norm
         if clipped:
             grads, _ = clip_by_global_norm(grads, self.clip_norm)
