@@ -45,6 +45,7 @@ from .checks import (
     check_rate,
     check_token_ids,
 )
+from .tree import check_params
 
 DTYPES = ("float32", "float64")
 
@@ -86,7 +87,7 @@ class TransformerConfig:
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         check_bool("causal", self.causal)
         check_bool("shared_qk", self.shared_qk)
-        check_rate("dropout", self.dropout)
+        self.dropout = check_rate("dropout", self.dropout)  # a NumPy scalar becomes a float
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {DTYPES}, got {self.dtype!r}")
 
@@ -273,10 +274,14 @@ def head_backward(dloss, cache: HeadCache):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_inputs(tokens, config, min_len: int = 1):
+def _check_inputs(params, tokens, config, min_len: int = 1):
+    """The entry checks of both entry points: the config's type, ``params`` against what
+    :func:`init_transformer` makes for it (keys, block count, shapes, dtypes, finite values; see
+    ``tree.check_params``) and tokens (B, L) non-empty ids with min_len <= L <= max_len."""
     if not isinstance(config, TransformerConfig):
         raise TypeError(f"config: expected a TransformerConfig, got {type(config).__name__}")
-    check_token_ids("tokens", tokens, config.vocab_size, ndim=2)
+    check_params(params, config, init_transformer)
+    check_token_ids("tokens", tokens, config.vocab_size, ndim=2, nonempty=True)
     length = tokens.shape[1]
     if not min_len <= length <= config.max_len:
         raise ValueError(
@@ -306,7 +311,7 @@ def forward_logits(params: dict, tokens, config: TransformerConfig):
     tokens: (B, L) int, L <= max_len. Returns (B, L, V); position t depends only on tokens 0..t
     when ``config.causal``.
     """
-    _check_inputs(tokens, config)
+    _check_inputs(params, tokens, config)
     x, _ = embed_forward(params["embed"], tokens)
     for p in params["blocks"]:
         x, _ = block_forward(p, x, n_heads=config.n_heads, causal=config.causal)
@@ -330,7 +335,7 @@ def loss_and_grads(params: dict, tokens, config: TransformerConfig, rng=None, lo
     Returns:
         ``(loss, grads)``: a Python float and a tree mirroring ``params``.
     """
-    _check_inputs(tokens, config, min_len=2)
+    _check_inputs(params, tokens, config, min_len=2)
     batch, length = tokens.shape
     if loss_mask is not None:
         check_mask("loss_mask", loss_mask, (batch, length - 1))

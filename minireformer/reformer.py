@@ -34,6 +34,7 @@ from .chunking import chunked_output_loss_backward, chunked_output_loss_forward
 from .lsh import check_n_buckets
 from .reversible import ReversibleBlock
 from .sublayers import ATTENTION_TYPES, AttentionSubLayer, FeedForwardSubLayer, init_block_params
+from .tree import check_params
 
 POSITIONAL_TYPES = ("learned", "axial")
 DTYPES = ("float32", "float64")
@@ -134,7 +135,7 @@ class ReformerConfig:
         for name in ("ff_chunk", "loss_chunk", "n_parallel_heads"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))
-        check_rate("dropout", self.dropout)
+        self.dropout = check_rate("dropout", self.dropout)  # a NumPy scalar becomes a float
         if self.positional not in POSITIONAL_TYPES:
             raise ValueError(
                 f"positional: expected one of {POSITIONAL_TYPES}, got {self.positional!r}"
@@ -222,11 +223,14 @@ def init_reformer(config: ReformerConfig, rng) -> dict:
 
 
 def _check_call(params, tokens, config, rng, dropout=None):
+    """The entry checks of both entry points: the config's type, ``params`` against what
+    :func:`init_reformer` makes for it (keys, block count, shapes, dtypes, finite values; see
+    ``tree.check_params``), tokens (B, L) non-empty ids with L <= max_len, and the rng."""
     if not isinstance(config, ReformerConfig):
         raise TypeError(f"config: expected a ReformerConfig, got {type(config).__name__}")
     dropout = config.dropout if dropout is None else dropout
     needs_rng = dropout > 0 or "lsh" in config.attention_types[: config.n_layers]
-    check_token_ids("tokens", tokens, config.vocab_size, ndim=2)
+    check_token_ids("tokens", tokens, config.vocab_size, ndim=2, nonempty=True)
     length = tokens.shape[1]
     if length > config.max_len:
         raise ValueError(
@@ -234,9 +238,7 @@ def _check_call(params, tokens, config, rng, dropout=None):
         )
     if needs_rng or rng is not None:
         backend.check_rng(rng)
-    n_blocks = len(params.get("blocks", [])) if isinstance(params, dict) else -1
-    if n_blocks != config.n_layers:
-        raise ValueError(f"params: expected {config.n_layers} blocks, got {n_blocks}")
+    check_params(params, config, init_reformer)
 
 
 def _embed(p, tokens, config):
@@ -346,6 +348,7 @@ def forward_logits(params, tokens, config: ReformerConfig, rng=None, *, train: b
     Returns:
         (B, L, V) logits; logits[:, t] scores the token at position t + 1.
     """
+    train = check_bool("train", train)
     _check_call(params, tokens, config, rng, dropout=None if train else 0.0)
     rate = config.dropout if train else 0.0
     blocks = build_blocks(config, dropout=rate)

@@ -23,8 +23,9 @@ Each sub-layer is recomputed exactly once, with its output (for the subtraction)
 coming from the same recomputation. Randomness is replayed, not redrawn: ``forward`` returns, beside
 the outputs, a small :class:`BlockRecord` (LSH rotations and buckets, dropout seeds, the padding
 mask) and never the activations; ``reverse`` and ``reverse_and_grad`` need that record, and refuse
-a record made by another block or for other shapes, so that a stack can never silently recompute a
-different attention pattern than the one it ran.
+a record made by another block, for other shapes or by another call (the record keeps a
+fingerprint of the outputs it produced), so that a stack can never silently recompute a different
+attention pattern than the one it ran.
 
 The sub-layers F and G, and the protocol they follow (draw a record, forward, backward, and
 forward_backward for one recomputation), are in :mod:`minireformer.sublayers`.
@@ -43,17 +44,30 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .checks import check_float_array
+from . import backend
+from .checks import check_float_array, check_grad, check_keys, check_same_dtype
+
+FINGERPRINT_RTOL = 1e-3  # rebuilt outputs drift by ~1e-5 of their size in float32 at 64 blocks
 
 
 class BlockRecord(NamedTuple):
-    """What a block's forward pass chose at random, for which block and shape; no activations."""
+    """What a block's forward pass chose at random, for which block, shape and call.
+
+    No activations: the fingerprint is two numbers per position.
+    """
 
     block: str  # the name of the block that made it
     shape: tuple  # (B, L, D) of each stream
     mask: object  # (B, L) bool padding mask, or None
     f: dict  # the attention's record: kind, rotations (H, Dh, R, K/2), buckets (B, H, R, L), seed
     g: dict  # the feed-forward's record: kind, seed
+    fingerprint: object  # (2, B, L) float64: the sums over D of y1 and y2 it produced
+
+
+def _fingerprint(y1, y2):
+    """(2, B, L) float64 sums over D of each stream at each position: which call made them."""
+    xp = backend.array_module(y1, y2)
+    return xp.stack([y1.sum(axis=-1, dtype=xp.float64), y2.sum(axis=-1, dtype=xp.float64)])
 
 
 class StoredCache(NamedTuple):
@@ -76,11 +90,19 @@ class ReversibleBlock:
     def __init__(self, f, g, name: str = "block"):
         self.f, self.g, self.name = f, g, str(name)
 
-    def _check_inputs(self, names, a, b):
+    def _check_inputs(self, names, a, b, params=None):
+        """Two (B, L, D) streams of one dtype and, if given, params {f.key, g.key}."""
         check_float_array(names[0], a, ndim=3)
         check_float_array(names[1], b, shape=a.shape)
+        check_same_dtype(**{names[0]: a, names[1]: b})
+        if params is not None:
+            check_keys("params", params, (self.f.key, self.g.key))
 
-    def _check_record(self, record, shape) -> None:
+    def _check_record(self, record, y1, y2) -> None:
+        """``record`` must be this block's, for streams of this shape, made by the call whose
+        outputs are (y1, y2): their fingerprint must match up to the rebuilding's round-off,
+        ``FINGERPRINT_RTOL`` of the sum of |y| at each position."""
+        shape = y1.shape
         if not isinstance(record, BlockRecord):
             raise TypeError(f"record: expected a BlockRecord, got {type(record).__name__}")
         if record.block != self.name:
@@ -93,6 +115,15 @@ class ReversibleBlock:
             )
         self.f.check_record(record.f, shape)
         self.g.check_record(record.g, shape)
+        xp = backend.array_module(y1, y2)
+        size = xp.stack([xp.abs(y).sum(axis=-1, dtype=xp.float64) for y in (y1, y2)])  # (2, B, L)
+        if not bool(
+            xp.all(xp.abs(_fingerprint(y1, y2) - record.fingerprint) <= FINGERPRINT_RTOL * size)
+        ):
+            raise ValueError(
+                "record: made by another call of this block (its fingerprint does not match the "
+                "outputs y1, y2 given): reverse each call's outputs with that call's record"
+            )
 
     def forward(self, x1, x2, params, rng, *, mask=None):
         """Run the block, keeping only its outputs and what it drew.
@@ -107,19 +138,20 @@ class ReversibleBlock:
         Returns:
             ``(y1, y2, record)``: (B, L, D) each, and the :class:`BlockRecord`.
         """
-        self._check_inputs(("x1", "x2"), x1, x2)
+        self._check_inputs(("x1", "x2"), x1, x2, params)
         rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
         f_out, rec_f = _output_and_record(self.f, x2, params, rec_f, mask)
         y1 = x1 + f_out  # (B, L, D)
         del f_out
         g_out, rec_g = _output_and_record(self.g, y1, params, rec_g, mask)
         y2 = x2 + g_out  # (B, L, D)
-        return y1, y2, BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g)
+        record = BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g, _fingerprint(y1, y2))
+        return y1, y2, record
 
     def reverse(self, y1, y2, params, record: BlockRecord):
         """Reconstruct the inputs from the outputs (paper eq. 9): (x1, x2), (B, L, D) each."""
-        self._check_inputs(("y1", "y2"), y1, y2)
-        self._check_record(record, y1.shape)
+        self._check_inputs(("y1", "y2"), y1, y2, params)
+        self._check_record(record, y1, y2)
         x2 = y2 - _output_and_record(self.g, y1, params, record.g, record.mask)[0]
         x1 = y1 - _output_and_record(self.f, x2, params, record.f, record.mask)[0]
         return x1, x2
@@ -136,11 +168,10 @@ class ReversibleBlock:
             ``(x1, x2, dx1, dx2, dparams)``: the inputs, their gradients, and gradients mirroring
             ``params``.
         """
-        self._check_inputs(("y1", "y2"), y1, y2)
-        self._check_inputs(("dy1", "dy2"), dy1, dy2)
-        if dy1.shape != y1.shape:
-            raise ValueError(f"dy1: expected shape {tuple(y1.shape)}, got {tuple(dy1.shape)}")
-        self._check_record(record, y1.shape)
+        self._check_inputs(("y1", "y2"), y1, y2, params)
+        check_grad("dy1", dy1, y1.shape, y1.dtype)
+        check_grad("dy2", dy2, y2.shape, y2.dtype)
+        self._check_record(record, y1, y2)
         g_out, dy1_g, dp_g = self.g.forward_backward(
             y1, params[self.g.key], record.g, dy2, record.mask
         )
@@ -156,17 +187,19 @@ class ReversibleBlock:
 
     def forward_stored(self, x1, x2, params, rng, *, mask=None):
         """The same computation, keeping every activation: (y1, y2, StoredCache)."""
-        self._check_inputs(("x1", "x2"), x1, x2)
+        self._check_inputs(("x1", "x2"), x1, x2, params)
         rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
         f_out, c_f, rec_f = self.f.forward(x2, params[self.f.key], rec_f, mask)
         y1 = x1 + f_out
         g_out, c_g, rec_g = self.g.forward(y1, params[self.g.key], rec_g, mask)
         y2 = x2 + g_out
-        record = BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g)
+        record = BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g, _fingerprint(y1, y2))
         return y1, y2, StoredCache(record, c_f, c_g)
 
     def backward_stored(self, dy1, dy2, cache: StoredCache):
         """Backward from stored activations: (dx1, dx2, dparams)."""
+        for name, dy in (("dy1", dy1), ("dy2", dy2)):
+            check_grad(name, dy, cache.record.shape, dy1.dtype)  # G's backward checks the dtype
         dy1_g, dp_g = self.g.backward(dy2, cache.g)
         dx1 = dy1 + dy1_g
         dx2_f, dp_f = self.f.backward(dx1, cache.f)

@@ -43,7 +43,7 @@ from .attention import (
     shared_qk_attention_forward,
     split_heads,
 )
-from .checks import check_bool, check_positive_int, check_rate
+from .checks import check_bool, check_float_array, check_keys, check_positive_int, check_rate
 from .chunked_attention import local_attention_backward, local_attention_forward
 from .chunking import (
     chunked_feedforward_backward,
@@ -54,6 +54,7 @@ from .lsh_attention import lsh_attention_backward, lsh_attention_forward
 
 ATTENTION_TYPES = ("lsh", "local", "full")
 FF_KEYS = layers.FEEDFORWARD_KEYS
+ATTENTION_KEYS = ("ln_gamma", "ln_beta", "w_qk", "w_v", "w_o")
 
 
 def _check_seed(rec, rate) -> None:
@@ -166,6 +167,9 @@ class AttentionSubLayer:
         group as it runs: ``cache.attn`` then holds ``(dqk, dv)`` (B, H, L, Dh) for
         :meth:`backward` (see :meth:`forward_backward`).
         """
+        check_keys("p", p, ATTENTION_KEYS)
+        width = self.n_heads * self.d_head  # H * Dh: a w_qk of another width is named here
+        check_float_array("w_qk", p["w_qk"], shape=(x.shape[-1], width), finite=False)
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
         qk, c_qk = layers.linear_forward(h, p["w_qk"])  # (B, L, H*Dh)
         v, c_v = layers.linear_forward(h, p["w_v"])  # (B, L, H*Dh)
@@ -337,6 +341,7 @@ class FeedForwardSubLayer:
     def forward(self, x, p, rec, mask=None, *, need_cache=True):
         """x (B, L, D) -> (out (B, L, D), cache, rec). The cache is made either way: chunked, it
         is only the input; unchunked, the hidden layer exists whole anyway."""
+        check_keys("p", p, ("ln_gamma", "ln_beta", *FF_KEYS))
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
         ffp = {k: p[k] for k in FF_KEYS}
         if self.chunk_len is None:

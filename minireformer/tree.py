@@ -2,12 +2,17 @@
 
 Parameters live in plain nested containers (``params["blocks"][3]["attn"]["w_qk"]``) and gradients
 mirror that structure exactly. The optimizer and the gradient
-checker walk a tree and its gradient tree together through the helpers below.
+checker walk a tree and its gradient tree together through the helpers below, and the models
+check a tree against their config with :func:`check_params` before using it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from . import backend
+from .checks import check_float_array, check_keys
 
 
 def leaves_with_paths(tree, path: tuple = ()) -> Iterator[tuple[tuple, object]]:
@@ -56,3 +61,69 @@ def path_str(path: tuple) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def leaf_name(root: str, path: tuple) -> str:
+    """``('blocks', 0, 'w')`` under ``root`` "params" -> ``'params.blocks[0].w'``."""
+    rest = path_str(path)
+    return root if not rest else f"{root}{'' if rest.startswith('[') else '.'}{rest}"
+
+
+# --- A parameter tree against its config ---------------------------------------------------------
+
+
+class LeafSpec(NamedTuple):
+    shape: tuple
+    dtype: str  # its name, e.g. "float32"
+
+
+_SPECS: dict = {}  # (init, repr(config)) -> the expected tree of (shape, dtype); a few per session
+
+
+def param_spec(config, init):
+    """The tree ``init(config, rng)`` returns, with every leaf replaced by its :class:`LeafSpec`.
+
+    Computed once per distinct config by running ``init`` with a private Generator (nothing is
+    drawn from the caller's), so that the expected structure is by construction what the model's
+    init function makes; only the shapes and dtypes are kept.
+    """
+    key = (init, repr(config))
+    if key not in _SPECS:
+        if len(_SPECS) >= 16:
+            _SPECS.clear()
+        params = init(config, backend.default_rng(0))
+        _SPECS[key] = map_tree(lambda a: LeafSpec(tuple(a.shape), a.dtype.name), params)
+    return _SPECS[key]
+
+
+def check_params(params, config, init) -> None:
+    """Check a parameter tree against what ``init(config, rng)`` would make, before any use.
+
+    Compared: the keys of every dict, the length of every list (one block per layer), and the
+    shape and dtype of every leaf (``config.dtype``); and every leaf must be finite (the one
+    policy for non-finite parameters: refused at the models' entry, ``loss_and_grads`` and
+    ``forward_logits``, so that NaN in a bias and NaN in an embedding fail alike). Messages name
+    the leaf: ``params.head.out.w: expected shape (16, 11), got (16, 20)``.
+
+    The tree holds arrays only (the optimizer and checkpoints walk it), so what shapes cannot
+    tell is not checked here: parameters of another ``n_heads`` with the same H * Dh look alike.
+    Checkpoints store the config beside the parameters and catch that case when they are loaded.
+    """
+    _check_subtree("params", params, param_spec(config, init))
+
+
+def _check_subtree(name: str, tree, spec) -> None:
+    if isinstance(spec, LeafSpec):
+        check_float_array(name, tree, shape=spec.shape)
+        if tree.dtype.name != spec.dtype:
+            raise TypeError(f"{name}: expected dtype {spec.dtype} (the config's), got {tree.dtype}")
+    elif isinstance(spec, dict):
+        check_keys(name, tree, spec)
+        for key in spec:
+            _check_subtree(f"{name}.{key}", tree[key], spec[key])
+    else:
+        if not isinstance(tree, (list, tuple)) or len(tree) != len(spec):
+            got = len(tree) if isinstance(tree, (list, tuple)) else type(tree).__name__
+            raise ValueError(f"{name}: expected a list of {len(spec)} entries, got {got}")
+        for i, (sub, sub_spec) in enumerate(zip(tree, spec)):
+            _check_subtree(f"{name}[{i}]", sub, sub_spec)

@@ -224,8 +224,8 @@ def test_loss_mask_and_rng_errors():
 def test_non_finite_loss_is_an_error():
     config = tiny_config()
     params, tokens, _ = setup(config)
-    params["head"]["out"]["b"][0] = np.inf  # an inf logit: the log-sum-exp is inf - inf = NaN
-    with pytest.raises(ValueError, match="loss: expected finite values, got NaN or inf"):
+    params["head"]["out"]["b"][0] = np.inf  # a non-finite parameter is refused at the entry
+    with pytest.raises(ValueError, match="params.head.out.b: expected finite values, got NaN"):
         model.loss_and_grads(params, tokens, config)
     params, tokens, _ = setup(config)
     w = params["head"]["out"]["w"]
