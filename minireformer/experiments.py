@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, lm, train
+from . import checkpoint, data, lm, plotting, train
 from .model import TransformerConfig
 from .reformer import ReformerConfig
 
@@ -101,12 +101,12 @@ SHAKESPEARE_REFORMER = dict(
     axial_shape=(64, 32),
 )
 SHAKESPEARE_REFORMER_TRAIN = dict(
-    stages=[[1200, 256, 4], [600, 2048, 1]],
+    stages=[[1600, 128, 4], [300, 2048, 1]],
     lr=2e-3,
     warmup=100,
     schedule="cosine",
     eval_every=100,
-    eval_batches=4,
+    eval_batches=2,
     eval_batch_size=1,
     eval_seq_len=2048,
     checkpoint_every=50,
@@ -219,6 +219,7 @@ def reproduce_duplication(progress=True) -> dict:
         table[row] = evaluate_duplication(res.params, res.config)
         released[row] = evaluate_duplication(res.params, res.config, released=True)
         runs[row] = {"steps": res.step, "seconds": round(res.seconds, 1)}
+    save_table2_figures(table, released)
     out = {
         "paper_semantics": table,
         "released_semantics": released,
@@ -230,6 +231,36 @@ def reproduce_duplication(progress=True) -> dict:
         "eval_sequences": DUPLICATION_EVAL_SEQUENCES,
     }
     return _write("duplication", out)
+
+
+def save_table2_figures(table: dict, released: dict) -> None:
+    """figures/06_table2.png: the two Table 2 analogues (paper and released semantics)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, (name, t) in zip(axes, [("paper", table), ("released", released)]):
+        plotting.accuracy_table(
+            t,
+            list(t),
+            list(DUPLICATION_COLUMNS),
+            ax=ax,
+            title=f"duplication accuracy, {name} LSH semantics",
+        )
+    plotting.save_figure(fig, "06_table2")
+    plt.close(fig)
+
+
+def save_figure3(curves: dict) -> None:
+    """figures/07_figure3.png: validation bits per character of the four Figure 3 variants."""
+    import matplotlib.pyplot as plt
+
+    fig = plotting.validation_curves(
+        {n: (c["step"], c["valid_bpc"]) for n, c in curves.items()},
+        ylabel="validation bits per character",
+        title="Figure 3 at small scale (tiny Shakespeare)",
+    )
+    plotting.save_figure(fig, "07_figure3")
+    plt.close(fig)
 
 
 def ngram_bits(source: data.CharText) -> dict:
@@ -295,6 +326,7 @@ def reproduce_figure3(progress=True) -> dict:
             "valid_bpc": (log[:, 2] / math.log(2)).round(4).tolist(),
             "minutes": round(res.seconds / 60, 1),
         }
+    save_figure3(curves)
     return _write("figure3", {"curves": curves, "train": FIGURE3_TRAIN, "model": FIGURE3_COMMON})
 
 

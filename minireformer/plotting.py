@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 FIGURES_ENV = "MINIREFORMER_FIGURES"
 DPI = 110
@@ -30,3 +31,47 @@ def save_figure(fig: plt.Figure, name: str) -> Path:
     path = figures_dir() / f"{name}.png"
     fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     return path
+
+
+def accuracy_table(table: dict, rows, columns, *, title: str, ax=None) -> plt.Figure:
+    """Heatmap of ``table[row][column]`` (percent; None drawn blank) with each cell written in.
+
+    Used for the duplication task's Table 2 analogue: rows trained, columns evaluated.
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.2, 3.4))
+    grid = np.array(
+        [[np.nan if table[r][c] is None else table[r][c] for c in columns] for r in rows],
+        dtype=float,
+    )
+    image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+    for i, j in np.ndindex(grid.shape):
+        if not np.isnan(grid[i, j]):
+            ax.text(
+                j,
+                i,
+                f"{grid[i, j]:.1f}",
+                ha="center",
+                va="center",
+                color="black" if grid[i, j] > 60 else "white",
+                fontsize=9,
+            )
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel("evaluated with")
+    ax.set_ylabel("trained with")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="accuracy (%)", shrink=0.8)
+    return fig
+
+
+def validation_curves(curves: dict, *, ylabel: str, title: str, ax=None) -> plt.Figure:
+    """Lines of ``curves[name] = (steps, values)`` against training step, one per name."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.6))
+    for name, (steps, values) in curves.items():
+        ax.plot(steps, values, marker=".", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -207,6 +207,7 @@ def test_a_checkpoint_of_another_config_is_refused_on_resume(tmp_path, capsys):
 def test_reproduce_runs_a_shrunken_duplication_experiment(tmp_path, capsys, monkeypatch):
     for name in ("RUNS", "CHECKPOINTS", "RESULTS"):
         monkeypatch.setattr(experiments, name, tmp_path / name.lower())
+    monkeypatch.setenv("MINIREFORMER_FIGURES", str(tmp_path / "figures"))
     monkeypatch.setattr(
         experiments,
         "DUPLICATION_DATA",
@@ -227,6 +228,7 @@ def test_reproduce_runs_a_shrunken_duplication_experiment(tmp_path, capsys, monk
     assert set(result["paper_semantics"]) == {"full", "lsh2"}
     assert set(result["paper_semantics"]["full"]) == {"full", "lsh1", "lsh2", "lsh4", "lsh8"}
     assert (tmp_path / "checkpoints" / "duplication_lsh2.npz").exists()
+    assert (tmp_path / "figures" / "06_table2.png").exists()
     assert checkpoint.load(tmp_path / "checkpoints" / "duplication_lsh2.npz").adam_state is None
 
 
