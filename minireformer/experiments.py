@@ -23,6 +23,7 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from . import checkpoint, data, lm, plotting, train
@@ -219,7 +220,7 @@ def reproduce_duplication(progress=True) -> dict:
         table[row] = evaluate_duplication(res.params, res.config)
         released[row] = evaluate_duplication(res.params, res.config, released=True)
         runs[row] = {"steps": res.step, "seconds": round(res.seconds, 1)}
-    save_table2_figures(table, released)
+    plt.close(save_table2_figures(table, released))
     out = {
         "paper_semantics": table,
         "released_semantics": released,
@@ -233,10 +234,8 @@ def reproduce_duplication(progress=True) -> dict:
     return _write("duplication", out)
 
 
-def save_table2_figures(table: dict, released: dict) -> None:
+def save_table2_figures(table: dict, released: dict):
     """figures/06_table2.png: the two Table 2 analogues (paper and released semantics)."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, (name, t) in zip(axes, [("paper", table), ("released", released)]):
         plotting.accuracy_table(
@@ -247,20 +246,18 @@ def save_table2_figures(table: dict, released: dict) -> None:
             title=f"duplication accuracy, {name} LSH semantics",
         )
     plotting.save_figure(fig, "06_table2")
-    plt.close(fig)
+    return fig
 
 
-def save_figure3(curves: dict) -> None:
+def save_figure3(curves: dict):
     """figures/07_figure3.png: validation bits per character of the four Figure 3 variants."""
-    import matplotlib.pyplot as plt
-
     fig = plotting.validation_curves(
         {n: (c["step"], c["valid_bpc"]) for n, c in curves.items()},
         ylabel="validation bits per character",
         title="Figure 3 at small scale (tiny Shakespeare)",
     )
     plotting.save_figure(fig, "07_figure3")
-    plt.close(fig)
+    return fig
 
 
 def ngram_bits(source: data.CharText) -> dict:
@@ -326,7 +323,7 @@ def reproduce_figure3(progress=True) -> dict:
             "valid_bpc": (log[:, 2] / math.log(2)).round(4).tolist(),
             "minutes": round(res.seconds / 60, 1),
         }
-    save_figure3(curves)
+    plt.close(save_figure3(curves))
     return _write("figure3", {"curves": curves, "train": FIGURE3_TRAIN, "model": FIGURE3_COMMON})
 
 

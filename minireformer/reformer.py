@@ -241,7 +241,7 @@ def _check_call(params, tokens, config, rng, dropout=None):
     check_params(params, config, init_reformer)
 
 
-def _embed(p, tokens, config):
+def embed(p, tokens, config):
     """Token plus positional embedding: (x (B, L, D), cache). p: params["embed"]."""
     if config.positional == "learned":
         return model.embed_forward(p, tokens)
@@ -307,7 +307,7 @@ def loss_and_grads(params, tokens, config: ReformerConfig, rng=None, loss_mask=N
     if loss_mask is not None:
         check_mask("loss_mask", loss_mask, (batch, length - 1))
     blocks = build_blocks(config)
-    x, embed_cache = _embed(params["embed"], tokens, config)  # (B, L, D)
+    x, embed_cache = embed(params["embed"], tokens, config)  # (B, L, D)
     y1, y2 = x, x  # the input duplicated into two streams
     del x
     kept = []  # reversible: each block's small record; stored: each block's full cache
@@ -352,7 +352,7 @@ def forward_logits(params, tokens, config: ReformerConfig, rng=None, *, train: b
     _check_call(params, tokens, config, rng, dropout=None if train else 0.0)
     rate = config.dropout if train else 0.0
     blocks = build_blocks(config, dropout=rate)
-    x, _ = _embed(params["embed"], tokens, config)  # (B, L, D)
+    x, _ = embed(params["embed"], tokens, config)  # (B, L, D)
     y1, y2 = x, x
     for block, p in zip(blocks, params["blocks"]):
         y1, y2, _ = block.forward(y1, y2, p, rng)

@@ -208,7 +208,7 @@ class AttentionSubLayer:
                 old = rec["buckets"]
                 sub = {**rec, "rotations": rec["rotations"][heads]}
                 sub["buckets"] = None if old is None else old[:, heads]
-            out, cache, sub = self._attend(qk[:, heads], v[:, heads], sub, mask)
+            out, cache, sub = self.attend(qk[:, heads], v[:, heads], sub, mask)
             ctx.append(out)
             if self.kind == "lsh":
                 buckets.append(sub["buckets"])
@@ -227,7 +227,9 @@ class AttentionSubLayer:
             rec = {**rec, "buckets": cat(buckets)}  # (B, H, R, L) the pattern to replay
         return cat(ctx), (caches if dctx is None else (cat(dqk), cat(dv))), rec
 
-    def _attend(self, qk, v, rec, mask):
+    def attend(self, qk, v, rec, mask=None):
+        """This sub-layer's attention on heads: qk (B, h, L, Dh), v (B, h, L, Dv) ->
+        (out (B, h, L, Dv), cache, rec), with the rotations (and buckets, if any) of ``rec``."""
         if self.kind == "full":
             out, cache = shared_qk_attention_forward(qk, v, causal=self.causal, mask=mask)
             return out, cache, rec
