@@ -103,6 +103,7 @@ SHAKESPEARE_REFORMER = dict(
 )
 SHAKESPEARE_REFORMER_TRAIN = dict(
     stages=[[1600, 128, 4], [300, 2048, 1]],
+    random_offset=True,
     lr=2e-3,
     warmup=100,
     schedule="cosine",
@@ -132,15 +133,15 @@ SHAKESPEARE_TRANSFORMER_TRAIN = dict(
 
 FIGURE3_COMMON = dict(vocab_size=65, d_model=128, n_heads=4, d_ff=256, n_layers=2, max_len=256)
 FIGURE3_TRAIN = dict(
-    steps=500,
+    steps=1500,
     batch_size=4,
     seq_len=256,
     lr=2e-3,
-    warmup=50,
+    warmup=100,
     schedule="cosine",
-    eval_every=50,
-    eval_batches=4,
-    checkpoint_every=50,
+    eval_every=100,
+    eval_batches=8,
+    checkpoint_every=100,
 )
 
 

@@ -35,14 +35,14 @@ def init_params(config, rng) -> dict:
     return model.init_transformer(config, rng)
 
 
-def loss_and_grads(params, tokens, config, rng=None, loss_mask=None):
+def loss_and_grads(params, tokens, config, rng=None, loss_mask=None, *, offset: int = 0):
     """(loss float, grads tree) of the next-token loss; tokens (B, L), loss_mask (B, L-1) or None.
 
     ``rng`` draws the step's LSH rotations and dropout seeds (the Transformer uses it for dropout
-    only)."""
+    only); ``offset`` is the position of the first token (offset + L <= max_len)."""
     if kind_of(config) == "reformer":
-        return reformer.loss_and_grads(params, tokens, config, rng, loss_mask)
-    return model.loss_and_grads(params, tokens, config, rng, loss_mask)
+        return reformer.loss_and_grads(params, tokens, config, rng, loss_mask, offset=offset)
+    return model.loss_and_grads(params, tokens, config, rng, loss_mask, offset=offset)
 
 
 def forward_logits(params, tokens, config, rng=None):

@@ -41,6 +41,7 @@ from .checks import (
     check_array,
     check_bool,
     check_mask,
+    check_nonnegative_int,
     check_positive_int,
     check_rate,
     check_token_ids,
@@ -154,31 +155,36 @@ class EmbedCache(NamedTuple):
     tokens: layers.EmbeddingCache
     length: int  # L, the rows of the positional table that were used
     positions_shape: tuple  # (max_len, D)
+    offset: int = 0  # the first row used
 
 
-def embed_forward(p: dict, tokens):
-    """x = tokens table[tokens] + positions table[0..L-1].
+def embed_forward(p: dict, tokens, offset: int = 0):
+    """x = tokens table[tokens] + positions table[offset..offset+L-1].
 
-    p: {"tokens": (V, D), "positions": (max_len, D)}; tokens: (B, L) int with L <= max_len.
-    Returns ``(x (B, L, D), cache)``.
+    p: {"tokens": (V, D), "positions": (max_len, D)}; tokens: (B, L) int with
+    offset + L <= max_len; offset: the window's first position (default 0; the trainer may place
+    a short window anywhere in the table). Returns ``(x (B, L, D), cache)``.
     """
     positions = p["positions"]
     check_array("tokens", tokens, ndim=2)
-    if tokens.shape[1] > positions.shape[0]:
+    offset = check_nonnegative_int("offset", offset)
+    if offset + tokens.shape[1] > positions.shape[0]:
         raise ValueError(
-            f"tokens: expected length at most max_len={positions.shape[0]}, "
-            f"got shape {tuple(tokens.shape)}"
+            f"tokens: expected offset + length at most max_len={positions.shape[0]}, "
+            f"got offset {offset} and shape {tuple(tokens.shape)}"
         )
     x, tok_cache = layers.embedding_forward(tokens, p["tokens"])  # (B, L, D)
     length = tokens.shape[1]
-    return x + positions[:length], EmbedCache(tok_cache, length, positions.shape)
+    pos = positions[offset : offset + length]  # (L, D)
+    return x + pos, EmbedCache(tok_cache, length, positions.shape, offset)
 
 
 def embed_backward(dx, cache: EmbedCache) -> dict:
     """dx (B, L, D) -> {"tokens": (V, D), "positions": (max_len, D)}."""
     xp = backend.array_module(dx)
     dpositions = xp.zeros(cache.positions_shape, dtype=dx.dtype)  # unused rows get zero
-    dpositions[: cache.length] = dx.sum(axis=0)  # every sequence adds the same rows
+    rows = slice(cache.offset, cache.offset + cache.length)
+    dpositions[rows] = dx.sum(axis=0)  # every sequence adds the same rows
     return {"tokens": layers.embedding_backward(dx, cache.tokens), "positions": dpositions}
 
 
@@ -318,7 +324,9 @@ def forward_logits(params: dict, tokens, config: TransformerConfig):
     return head_logits(params["head"], x)
 
 
-def loss_and_grads(params: dict, tokens, config: TransformerConfig, rng=None, loss_mask=None):
+def loss_and_grads(
+    params: dict, tokens, config: TransformerConfig, rng=None, loss_mask=None, *, offset: int = 0
+):
     """Next-token loss of the LM and its gradient with respect to every parameter.
 
     Logits at positions 0..L-2 predict tokens 1..L-1; the loss is their mean cross-entropy over
@@ -331,6 +339,7 @@ def loss_and_grads(params: dict, tokens, config: TransformerConfig, rng=None, lo
         config: the model's :class:`TransformerConfig`.
         rng: ``numpy.random.Generator`` for dropout seeds; needed only when config.dropout > 0.
         loss_mask: (B, L-1) bool, True for counted targets, or None for all.
+        offset: the position of the window's first token (offset + L <= max_len; default 0).
 
     Returns:
         ``(loss, grads)``: a Python float and a tree mirroring ``params``.
@@ -342,7 +351,7 @@ def loss_and_grads(params: dict, tokens, config: TransformerConfig, rng=None, lo
     seeds = _draw_seeds(config, rng)
 
     # Forward, keeping every cache.
-    x, embed_cache = embed_forward(params["embed"], tokens)  # (B, L, D)
+    x, embed_cache = embed_forward(params["embed"], tokens, offset)  # (B, L, D)
     x, embed_drop = layers.dropout_forward(x, config.dropout, seeds[0])
     caches = []  # one per block, all alive until the backward pass
     for p, block_seeds in zip(params["blocks"], seeds[1]):

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import backend
-from .checks import check_float_array, check_positive_int
+from .checks import check_float_array, check_nonnegative_int, check_positive_int
 
 AXIAL_KEYS = ("axial_1", "axial_2")  # parameter names of the two factor tables
 
@@ -73,49 +73,59 @@ class AxialCache(NamedTuple):
     length: int  # L, the number of positions embedded
     grid: tuple  # (L1, L2)
     d1: int  # width of the first table
+    offset: int = 0  # the first position embedded
 
 
-def axial_forward(p, length: int):
-    """Axial positional embeddings of positions 0..L-1.
+def _rows(offset: int, length: int, n2: int) -> tuple:
+    """(first grid row, rows touched, start within them) for positions offset..offset+L-1."""
+    first = offset // n2
+    return first, -(-(offset + length) // n2) - first, offset - first * n2
+
+
+def axial_forward(p, length: int, offset: int = 0):
+    """Axial positional embeddings of positions offset..offset+L-1.
 
     Args:
         p: {"axial_1": (L1, d1), "axial_2": (L2, d2)} float.
-        length: L <= L1 * L2.
+        length: L, with offset + L <= L1 * L2.
+        offset: the first position (a window placed later in a long context; default 0).
 
     Returns:
-        ``(pos (L, d1 + d2), cache)`` with pos[i * L2 + j] = [E1[i]; E2[j]].
+        ``(pos (L, d1 + d2), cache)`` with pos[t] = [E1[i]; E2[j]] for position
+        offset + t = i * L2 + j.
     """
     e1, e2 = p[AXIAL_KEYS[0]], p[AXIAL_KEYS[1]]
     check_float_array(AXIAL_KEYS[0], e1, ndim=2)
     check_float_array(AXIAL_KEYS[1], e2, ndim=2)
     length = check_positive_int("length", length)
+    offset = check_nonnegative_int("offset", offset)
     (n1, d1), (n2, d2) = e1.shape, e2.shape
-    check_axial((n1, n2), (d1, d2), d1 + d2, length)
+    check_axial((n1, n2), (d1, d2), d1 + d2, offset + length)
     xp = backend.array_module(e1, e2)
-    rows = -(-length // n2)  # grid rows touched: ceil(L / L2)
+    first, rows, start = _rows(offset, length, n2)
     grid = xp.concatenate(
         [
-            xp.broadcast_to(e1[:rows, None, :], (rows, n2, d1)),  # (rows, L2, d1)
+            xp.broadcast_to(e1[first : first + rows, None, :], (rows, n2, d1)),  # (rows, L2, d1)
             xp.broadcast_to(e2[None, :, :], (rows, n2, d2)),  # (rows, L2, d2)
         ],
         axis=-1,
     )  # (rows, L2, D)
-    pos = grid.reshape(rows * n2, d1 + d2)[:length]  # (L, D)
-    return pos, AxialCache(length, (n1, n2), d1)
+    pos = grid.reshape(rows * n2, d1 + d2)[start : start + length]  # (L, D)
+    return pos, AxialCache(length, (n1, n2), d1, offset)
 
 
 def axial_backward(dpos, cache: AxialCache):
     """dpos (L, D) -> {"axial_1": (L1, d1), "axial_2": (L2, d2)} gradients."""
-    length, (n1, n2), d1 = cache
+    length, (n1, n2), d1, offset = cache
     check_float_array("dpos", dpos, ndim=2)
     if dpos.shape[0] != length:
         raise ValueError(f"dpos: expected {length} positions, got shape {tuple(dpos.shape)}")
     xp = backend.array_module(dpos)
-    rows = -(-length // n2)  # ceil(L / L2)
+    first, rows, start = _rows(offset, length, n2)
     padded = xp.zeros((rows * n2, dpos.shape[1]), dtype=dpos.dtype)  # (rows*L2, D)
-    padded[:length] = dpos  # positions past L contribute nothing
+    padded[start : start + length] = dpos  # positions outside the window contribute nothing
     padded = padded.reshape(rows, n2, -1)  # (rows, L2, D)
     d_e1 = xp.zeros((n1, d1), dtype=dpos.dtype)  # (L1, d1)
-    d_e1[:rows] = padded[..., :d1].sum(axis=1)
+    d_e1[first : first + rows] = padded[..., :d1].sum(axis=1)
     d_e2 = padded[..., d1:].sum(axis=0)  # (L2, d2)
     return {AXIAL_KEYS[0]: d_e1, AXIAL_KEYS[1]: d_e2}

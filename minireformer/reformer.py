@@ -29,7 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import backend, layers, model, positional
-from .checks import check_bool, check_mask, check_positive_int, check_rate, check_token_ids
+from .checks import (
+    check_bool,
+    check_mask,
+    check_nonnegative_int,
+    check_positive_int,
+    check_rate,
+    check_token_ids,
+)
 from .chunking import chunked_output_loss_backward, chunked_output_loss_forward
 from .lsh import check_n_buckets
 from .reversible import ReversibleBlock
@@ -241,12 +248,20 @@ def _check_call(params, tokens, config, rng, dropout=None):
     check_params(params, config, init_reformer)
 
 
-def embed(p, tokens, config):
-    """Token plus positional embedding: (x (B, L, D), cache). p: params["embed"]."""
+def embed(p, tokens, config, offset: int = 0):
+    """Token plus positional embedding of positions offset..offset+L-1: (x (B, L, D), cache).
+
+    p: params["embed"]; offset + L <= max_len."""
+    offset = check_nonnegative_int("offset", offset)
+    if offset + tokens.shape[1] > config.max_len:
+        raise ValueError(
+            f"offset: expected offset + length <= max_len={config.max_len}, got offset {offset} "
+            f"and length {tokens.shape[1]}"
+        )
     if config.positional == "learned":
-        return model.embed_forward(p, tokens)
+        return model.embed_forward(p, tokens, offset)
     x, c_tok = layers.embedding_forward(tokens, p["tokens"])  # (B, L, D)
-    pos, c_pos = positional.axial_forward(p, tokens.shape[1])  # (L, D)
+    pos, c_pos = positional.axial_forward(p, tokens.shape[1], offset)  # (L, D)
     return x + pos, (c_tok, c_pos)
 
 
@@ -286,7 +301,7 @@ def _head_forward_backward(p, y1, y2, targets, loss_mask, config):
     return loss, dy1, dy2, dp
 
 
-def loss_and_grads(params, tokens, config: ReformerConfig, rng=None, loss_mask=None):
+def loss_and_grads(params, tokens, config: ReformerConfig, rng=None, loss_mask=None, *, offset=0):
     """Next-token cross-entropy of a Reformer LM and its gradients, by hand.
 
     Args:
@@ -296,6 +311,9 @@ def loss_and_grads(params, tokens, config: ReformerConfig, rng=None, loss_mask=N
         rng: ``numpy.random.Generator`` for this step's LSH rotations and dropout seeds (drawn per
             layer); may be None only if there is no LSH layer and no dropout.
         loss_mask: None or (B, L-1) bool, True where the target counts.
+        offset: the position of the window's first token, offset + L <= max_len (default 0): a
+            short training window can take the positions of any place in a long context, so that
+            every positional row is trained (the curriculum of notebook 07).
 
     Returns:
         ``(loss, grads)``: a float and a tree mirroring ``params``.
@@ -307,7 +325,7 @@ def loss_and_grads(params, tokens, config: ReformerConfig, rng=None, loss_mask=N
     if loss_mask is not None:
         check_mask("loss_mask", loss_mask, (batch, length - 1))
     blocks = build_blocks(config)
-    x, embed_cache = embed(params["embed"], tokens, config)  # (B, L, D)
+    x, embed_cache = embed(params["embed"], tokens, config, offset)  # (B, L, D)
     y1, y2 = x, x  # the input duplicated into two streams
     del x
     kept = []  # reversible: each block's small record; stored: each block's full cache

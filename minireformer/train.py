@@ -19,7 +19,10 @@ parameters and Adam's moments, so a resumed run is bit-identical to one that nev
 
 A curriculum (``stages``) changes the sequence length and batch size at given steps: short
 contexts first (many cheap optimizer steps), long contexts after; the parameters do not depend on
-the length, only the positional table's size ``max_len`` bounds it.
+the length, only the positional table's size ``max_len`` bounds it. Trained at 128 positions
+only, the rows of the table past 128 would never be trained and a long context would meet them
+for the first time; ``random_offset`` places each short window at a random position of the table
+instead (in the spirit of randomised positional encodings, Ruoss et al. 2023, arXiv 2305.16843).
 
 Shape letters: B batch, L length, V vocabulary.
 """
@@ -36,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, checkpoint, layers, lm
-from .checks import check_positive_int
+from .checks import check_bool, check_positive_int
 from .optim import Adam
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
@@ -51,6 +54,9 @@ class TrainConfig:
         steps: optimizer steps in all (the sum of ``stages`` when they are given).
         batch_size, seq_len: B and L of a training batch (seq_len None: the task's length).
         stages: None, or [[steps, seq_len, batch_size], ...] run one after the other.
+        random_offset: give each training window the positions of a random place in the model's
+            ``max_len`` (drawn from the data Generator), so that short windows train every
+            positional row; False: every window starts at position 0.
         lr, warmup, schedule, min_lr_ratio: the learning-rate schedule (module docstring).
         clip_norm: global-norm gradient clipping; None: off.
         beta1, beta2: Adam's moment decays.
@@ -64,6 +70,7 @@ class TrainConfig:
     batch_size: int = 16
     seq_len: int | None = None
     stages: list | None = None
+    random_offset: bool = False
     lr: float = 1e-3
     warmup: int = 100
     schedule: str = "cosine"
@@ -109,6 +116,7 @@ class TrainConfig:
             raise ValueError(
                 f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}"
             )
+        check_bool("random_offset", self.random_offset)
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
         # lr, betas and clip_norm are checked by Adam (below), which names them the same way
@@ -297,6 +305,9 @@ def train(
             while step < tc.steps:
                 length, batch = tc.stage_at(step)
                 tokens, mask = source.batch(data_rng, batch, length)
+                offset = 0
+                if tc.random_offset:
+                    offset = int(data_rng.integers(0, config.max_len - tokens.shape[1] + 1))
                 t0 = time.perf_counter()
                 loss, grads = lm.loss_and_grads(
                     params,
@@ -304,6 +315,7 @@ def train(
                     config,
                     model_rng,
                     None if mask is None else backend.asarray(mask),
+                    offset=offset,
                 )
                 if not math.isfinite(loss):
                     raise TrainingError(

@@ -258,3 +258,22 @@ def test_shared_qk_transformer_learns_the_same_interface():
         lambda p: model.loss_and_grads(p, tokens, cfg), params, rng=np.random.default_rng(2)
     )
     assert err < 1e-6
+
+
+def test_an_offset_window_gradient_checks_and_fills_only_its_rows():
+    cfg = model.TransformerConfig(
+        vocab_size=7, d_model=8, n_heads=2, d_head=4, d_ff=16, n_layers=1, max_len=12,
+        dtype="float64",
+    )  # fmt: skip
+    params = model.init_transformer(cfg, np.random.default_rng(0))
+    tokens = np.random.default_rng(1).integers(0, 7, (2, 5))
+    err, _ = gradcheck.check_tree(
+        lambda p: model.loss_and_grads(p, tokens, cfg, offset=6), params,
+        rng=np.random.default_rng(2),
+    )  # fmt: skip
+    assert err < 1e-6
+    _, grads = model.loss_and_grads(params, tokens, cfg, offset=6)
+    rows = np.abs(grads["embed"]["positions"]).sum(axis=1)
+    assert np.all(rows[6:10] > 0) and rows[:6].sum() == 0 and rows[10:].sum() == 0  # last: unread
+    with pytest.raises(ValueError, match="offset \\+ length at most max_len=12"):
+        model.loss_and_grads(params, tokens, cfg, offset=8)

@@ -292,3 +292,41 @@ def test_semantics_switches_reach_the_lsh_layers():
         dataclasses.replace(cfg, attention_types=("full",)),
     ):
         assert forward_logits(params, tokens, other, np.random.default_rng(2)).shape == paper.shape
+
+
+@pytest.mark.parametrize("positional_type", ["axial", "learned"])
+def test_an_offset_window_uses_and_trains_only_its_own_positions(positional_type):
+    """offset=o embeds positions o..o+L-1: gradients check, rows outside the window get zero
+    (and so does the last position's: it predicts nothing and, causal, is read by no one)."""
+    config = tiny_config(positional=positional_type, max_len=16, n_layers=2)
+    params, tokens, rng = setup(config, length=6)
+
+    def f(p):
+        return loss_and_grads(p, tokens, config, np.random.default_rng(5), offset=7)
+
+    error, _ = gradcheck.check_tree(f, params, rng=rng, max_entries_per_leaf=4)
+    assert error < 1e-6
+    _, grads = f(params)
+    if positional_type == "learned":
+        rows = np.abs(grads["embed"]["positions"]).sum(axis=1)
+        assert np.all(rows[7:12] > 0) and np.all(rows[:7] == 0) and np.all(rows[12:] == 0)
+    else:  # positions 7..11 of a 4 x 4 grid: rows 1 and 2 of the first table
+        rows = np.abs(grads["embed"]["axial_1"]).sum(axis=1)
+        assert rows[0] == 0 and np.all(rows[1:3] > 0) and rows[3] == 0
+    with pytest.raises(ValueError, match="offset: expected offset \\+ length <= max_len=16"):
+        loss_and_grads(params, tokens, config, np.random.default_rng(5), offset=11)
+
+
+def test_axial_offset_is_a_slice_of_the_whole_table():
+    p = positional.init_axial(np.random.default_rng(1), (3, 4), (2, 5), dtype="float64")
+    full, _ = positional.axial_forward(p, 12)
+    for offset, length in ((0, 12), (3, 2), (5, 7), (11, 1), (4, 4)):
+        window, cache = positional.axial_forward(p, length, offset)
+        np.testing.assert_array_equal(window, full[offset : offset + length])
+        dpos = np.random.default_rng(offset).standard_normal(window.shape)
+        g = positional.axial_backward(dpos, cache)
+        padded = np.zeros_like(full)
+        padded[offset : offset + length] = dpos
+        whole = positional.axial_backward(padded, positional.axial_forward(p, 12)[1])
+        np.testing.assert_allclose(g["axial_1"], whole["axial_1"], atol=1e-15)
+        np.testing.assert_allclose(g["axial_2"], whole["axial_2"], atol=1e-15)

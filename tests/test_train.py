@@ -184,3 +184,27 @@ def test_bad_training_settings_name_the_field(kw, message):
 def test_vocabulary_mismatch_between_data_and_model_is_named():
     with pytest.raises(ValueError, match="vocab_size: the data has 8 symbols"):
         train.train(tiny_reformer(vocab_size=20), settings(), TASK, progress=False)
+
+
+def test_random_offsets_resume_bit_identically_and_cover_the_table(tmp_path):
+    src = data.CharText(valid_fraction=0.1)
+    cfg = tiny_reformer(vocab_size=src.vocab_size, max_len=64, attention_types=("local",))
+    tc = settings(seq_len=8, random_offset=True, steps=40, checkpoint_every=20)
+    offsets = []
+    real = lm.loss_and_grads
+
+    def spy(*args, offset=0, **kwargs):
+        offsets.append(offset)
+        return real(*args, offset=offset, **kwargs)
+
+    straight = train.train(cfg, tc, src, progress=False)
+    first = train.train(cfg, tc, src, out=tmp_path / "a.npz", progress=False, on_step=_stop_at(20))
+    train.lm.loss_and_grads = spy
+    try:
+        resumed = train.train(cfg, tc, src, out=tmp_path / "a.npz", resume=True, progress=False)
+    finally:
+        train.lm.loss_and_grads = real
+    assert first.step == 20 and resumed.step == 40
+    for a, b in zip(leaves(straight.params), leaves(resumed.params)):
+        assert np.array_equal(a, b)
+    assert len(offsets) == 20 and max(offsets) > 28 and min(offsets) < 28 and max(offsets) <= 56
