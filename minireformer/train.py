@@ -318,13 +318,12 @@ def train(
                     offset=offset,
                 )
                 if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"step {step + 1}: the training loss is {loss}; the last good checkpoint "
-                        f"({out}, step {_saved_step(out)}) is kept. Try a lower lr or warm-up "
-                        f"longer, or clip_norm."
-                    )
+                    raise _diverged(step + 1, f"the training loss is {loss}", out)
                 adam.lr = learning_rate(step + 1, tc)
-                info = adam.step(params, grads, state)
+                try:
+                    info = adam.step(params, grads, state)
+                except ValueError as e:  # non-finite gradients; Adam changed nothing
+                    raise _diverged(step + 1, str(e), out) from None
                 del grads
                 step += 1
                 seconds = time.perf_counter() - started
@@ -361,6 +360,13 @@ def train(
         seconds,
         interrupted,
         out,
+    )
+
+
+def _diverged(step: int, what: str, out) -> TrainingError:
+    return TrainingError(
+        f"step {step}: {what}; the last good checkpoint ({out}, step {_saved_step(out)}) is "
+        f"kept. Try a lower lr, a longer warm-up or clip_norm."
     )
 
 

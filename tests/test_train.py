@@ -134,6 +134,24 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp
     assert checkpoint.load(out).step == 2
 
 
+def test_non_finite_gradients_stop_with_the_step_too(tmp_path, monkeypatch):
+    real = lm.loss_and_grads
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        loss, grads = real(*args, **kwargs)
+        calls.append(loss)
+        if len(calls) == 5:
+            grads["head"]["out"]["b"][0] = np.inf
+        return loss, grads
+
+    monkeypatch.setattr(train.lm, "loss_and_grads", poisoned)
+    out = tmp_path / "run.npz"
+    with pytest.raises(train.TrainingError, match=r"step 5: grads: expected finite.*step 4"):
+        train.train(tiny_reformer(), settings(), TASK, out=out, progress=False)
+    assert checkpoint.load(out).step == 4
+
+
 def test_resume_refuses_another_config_or_training_settings(tmp_path):
     out = tmp_path / "run.npz"
     train.train(tiny_reformer(), settings(steps=2), TASK, out=out, progress=False)
