@@ -160,8 +160,11 @@ def figure3_configs() -> dict:
 # ---- running ---------------------------------------------------------------------------------
 
 
-def run(name: str, config, tc: train.TrainConfig, source, *, progress=True) -> train.TrainResult:
-    """Train (or resume, or find finished) ``runs/<name>.npz``; ship ``checkpoints/<name>.npz``."""
+def run(
+    name: str, config, tc: train.TrainConfig, source, *, progress=True, ship=True
+) -> train.TrainResult:
+    """Train (or resume, or find finished) ``runs/<name>.npz``; with ``ship``, copy its weights
+    and log (no optimizer state) to ``checkpoints/<name>.npz``."""
     result = train.train(
         config,
         tc,
@@ -171,7 +174,7 @@ def run(name: str, config, tc: train.TrainConfig, source, *, progress=True) -> t
         progress=progress,
         description=name,
     )
-    if not result.interrupted:
+    if ship and not result.interrupted:
         ck = checkpoint.load(RUNS / f"{name}.npz")
         checkpoint.save(
             CHECKPOINTS / f"{name}.npz",
@@ -281,7 +284,16 @@ def validation_bits(params, config, source, length: int, max_batches=None) -> di
     return {"bpc": round(ev["bits"], 4), "characters": ev["targets"], "context": length}
 
 
+def eval_curve(log) -> dict:
+    """{"step": [...], "valid_bpc": [...]} from a training log's evaluation rows."""
+    ev = log[~np.isnan(log[:, 2])]
+    bpc = (ev[:, 2] / math.log(2)).round(4)
+    return {"step": ev[:, 0].astype(int).tolist(), "valid_bpc": bpc.tolist()}
+
+
 def reproduce_shakespeare(progress=True) -> dict:
+    """Both models, their validation bits per character on the whole validation split, the
+    n-gram floors, and the Reformer trained without random offsets (its curve only)."""
     source = data.from_spec(TEXT_DATA)
     out = {"ngram": ngram_bits(source), "models": {}}
     runs = {
@@ -304,9 +316,25 @@ def reproduce_shakespeare(progress=True) -> dict:
             **validation_bits(res.params, config, source, length),
             "steps": res.step,
             "minutes": round(res.seconds / 60, 1),
+            "curve": eval_curve(res.log),
             "model": lm.config_to_dict(config),
             "train": dataclasses.asdict(tc),
         }
+    tc = train.TrainConfig(**{**SHAKESPEARE_REFORMER_TRAIN, "random_offset": False})
+    res = run(
+        "shakespeare_reformer_no_offset",
+        runs["shakespeare_reformer"][0],
+        tc,
+        source,
+        progress=progress,
+        ship=False,
+    )
+    if res.interrupted:
+        raise KeyboardInterrupt
+    out["ablation_no_offset"] = {
+        "curve": eval_curve(res.log),
+        "minutes": round(res.seconds / 60, 1),
+    }
     return _write("shakespeare", out)
 
 
@@ -318,12 +346,7 @@ def reproduce_figure3(progress=True) -> dict:
         res = run(f"figure3_{name}", config, tc, source, progress=progress)
         if res.interrupted:
             raise KeyboardInterrupt
-        log = res.log[~np.isnan(res.log[:, 2])]
-        curves[name] = {
-            "step": log[:, 0].astype(int).tolist(),
-            "valid_bpc": (log[:, 2] / math.log(2)).round(4).tolist(),
-            "minutes": round(res.seconds / 60, 1),
-        }
+        curves[name] = {**eval_curve(res.log), "minutes": round(res.seconds / 60, 1)}
     plt.close(save_figure3(curves))
     return _write("figure3", {"curves": curves, "train": FIGURE3_TRAIN, "model": FIGURE3_COMMON})
 

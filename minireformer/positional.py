@@ -1,4 +1,4 @@
-"""Axial (factorised) positional embeddings, as in the released Reformer code.
+"""Positional encodings beyond a learned table: axial (factorised, learned) and sinusoidal (fixed).
 
 A learned positional embedding is a table (max_len, D) whose first L rows are added to the token
 embeddings (``model.embed_forward``). For long sequences (the Reformer's 64K tokens) that table is
@@ -14,10 +14,20 @@ works: the first L positions of the grid are used.
 Backward: the gradient of E1[i] sums the first d1 columns of dE over every position in row i of the
 grid, and that of E2[j] the last d2 columns over every position in column j.
 
+**Sinusoidal** encodings (Vaswani et al. 2017, "Attention Is All You Need", section 3.5) have no
+parameters: PE[p, 2k] = sin(p / 10000^(2k/D)) and PE[p, 2k+1] = cos(p / 10000^(2k/D)). Each pair
+of columns rotates with the position at its own frequency, so PE[p + t] is a fixed rotation of
+PE[p] for every p: a linear map (the query and key projections) can learn "t positions back"
+once for all positions. That is what a short-context curriculum needs: a model trained on
+windows placed anywhere in the long context (``TrainConfig.random_offset``) learns relative
+offsets without a table row per position to fill in. Here the table is scaled by 1/sqrt(D), so a
+row has length 1/sqrt(2) like the token embeddings' about 1.
+
 Shape letters: L length, D model width, L1/L2 axial shape, d1/d2 axial widths.
 
 References: https://arxiv.org/abs/2001.04451 (Reformer; axial embeddings are in its released code),
-Ho et al. 2019 "Axial Attention in Multidimensional Transformers" (https://arxiv.org/abs/1912.12180).
+Ho et al. 2019 "Axial Attention in Multidimensional Transformers" (https://arxiv.org/abs/1912.12180),
+https://arxiv.org/abs/1706.03762 (sinusoids).
 """
 
 from __future__ import annotations
@@ -129,3 +139,17 @@ def axial_backward(dpos, cache: AxialCache):
     d_e1[first : first + rows] = padded[..., :d1].sum(axis=1)
     d_e2 = padded[..., d1:].sum(axis=0)  # (L2, d2)
     return {AXIAL_KEYS[0]: d_e1, AXIAL_KEYS[1]: d_e2}
+
+
+def sinusoidal(length: int, d_model: int, offset: int = 0, dtype="float32"):
+    """(L, D) fixed encodings of positions offset..offset+L-1 (module docstring), no parameters."""
+    length = check_positive_int("length", length)
+    d_model = check_positive_int("d_model", d_model)
+    offset = check_nonnegative_int("offset", offset)
+    xp = backend.get_xp()
+    pos = xp.arange(offset, offset + length, dtype=xp.float64)[:, None]  # (L, 1)
+    rate = 10000.0 ** (-xp.arange(0, d_model, 2, dtype=xp.float64) / d_model)  # (ceil(D/2),)
+    table = xp.zeros((length, d_model))
+    table[:, 0::2] = xp.sin(pos * rate)
+    table[:, 1::2] = xp.cos(pos * rate[: d_model // 2])
+    return (table / d_model**0.5).astype(dtype)  # (L, D)

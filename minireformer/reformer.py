@@ -43,7 +43,7 @@ from .reversible import ReversibleBlock
 from .sublayers import ATTENTION_TYPES, AttentionSubLayer, FeedForwardSubLayer, init_block_params
 from .tree import check_params
 
-POSITIONAL_TYPES = ("learned", "axial")
+POSITIONAL_TYPES = ("learned", "axial", "sinusoidal")
 DTYPES = ("float32", "float64")
 
 
@@ -68,7 +68,8 @@ class ReformerConfig:
         n_parallel_heads: heads attended at a time (trax's name), bounding the attention's
             memory to that many heads' activations; None: all heads together.
         dropout: rate on the attention output and inside the feed-forward.
-        positional: "learned" (a (max_len, D) table) or "axial" (two factor tables).
+        positional: "learned" (a (max_len, D) table), "axial" (two factor tables) or
+            "sinusoidal" (fixed, no parameters; ``positional.sinusoidal``).
         axial_shape: (L1, L2) with L1 * L2 >= max_len, for "axial".
         axial_dims: (d1, d2) with d1 + d2 = D; None: (D // 2, D - D // 2).
         max_len: the longest sequence; None with "axial": L1 * L2.
@@ -150,7 +151,9 @@ class ReformerConfig:
         if self.positional == "axial":
             self._check_axial()
         elif self.max_len is None:
-            raise ValueError("max_len: expected a positive integer for learned positions, got None")
+            raise ValueError(
+                f"max_len: expected a positive integer for {self.positional} positions, got None"
+            )
         else:
             self.max_len = check_positive_int("max_len", self.max_len)
         if self.dtype not in DTYPES:
@@ -206,7 +209,8 @@ def init_reformer(config: ReformerConfig, rng) -> dict:
 
     Returns:
         {"embed": {"tokens": (V, D), "positions": (max_len, D)} (learned) or {"tokens": (V, D),
-        "axial_1": (L1, d1), "axial_2": (L2, d2)} (axial), "blocks": [N dicts {"attn": ...,
+        "axial_1": (L1, d1), "axial_2": (L2, d2)} (axial) or {"tokens": (V, D)} (sinusoidal),
+        "blocks": [N dicts {"attn": ...,
         "ff": ...} (see ``sublayers.init_block_params``)], "head": {"ln": {"gamma", "beta"}
         (2D,), "out": {"w": (2D, V), "b": (V,)}}}: embedding and head as in ``model.py``, the
         head acting on the two streams side by side.
@@ -215,10 +219,11 @@ def init_reformer(config: ReformerConfig, rng) -> dict:
         raise TypeError(f"config: expected a ReformerConfig, got {type(config).__name__}")
     backend.check_rng(rng)
     c = config
-    if c.positional == "axial":
+    if c.positional in ("axial", "sinusoidal"):
         tokens = rng.standard_normal((c.vocab_size, c.d_model)) / c.d_model**0.5
         embed = {"tokens": backend.asarray(tokens, dtype=c.dtype)}
-        embed.update(positional.init_axial(rng, c.axial_shape, c.axial_dims, c.dtype))
+        if c.positional == "axial":
+            embed.update(positional.init_axial(rng, c.axial_shape, c.axial_dims, c.dtype))
     else:
         embed = model.init_embedding(rng, c.vocab_size, c.d_model, c.max_len, c.dtype)
     blocks = [
@@ -261,6 +266,9 @@ def embed(p, tokens, config, offset: int = 0):
     if config.positional == "learned":
         return model.embed_forward(p, tokens, offset)
     x, c_tok = layers.embedding_forward(tokens, p["tokens"])  # (B, L, D)
+    if config.positional == "sinusoidal":
+        pos = positional.sinusoidal(tokens.shape[1], config.d_model, offset, x.dtype)  # (L, D)
+        return x + pos, (c_tok, None)
     pos, c_pos = positional.axial_forward(p, tokens.shape[1], offset)  # (L, D)
     return x + pos, (c_tok, c_pos)
 
@@ -270,7 +278,8 @@ def _embed_backward(dx, cache, config) -> dict:
         return model.embed_backward(dx, cache)
     c_tok, c_pos = cache
     grads = {"tokens": layers.embedding_backward(dx, c_tok)}
-    grads.update(positional.axial_backward(dx.sum(axis=0), c_pos))  # positions shared by batch
+    if c_pos is not None:  # sinusoids have no parameters
+        grads.update(positional.axial_backward(dx.sum(axis=0), c_pos))  # shared by the batch
     return grads
 
 

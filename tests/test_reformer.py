@@ -1,4 +1,4 @@
-"""The Reformer LM (reformer.py) and its axial positional embeddings (positional.py)."""
+"""The Reformer LM (reformer.py) and its positional encodings (positional.py)."""
 
 import numpy as np
 import pytest
@@ -223,7 +223,7 @@ def test_axial_rows_past_the_length_get_zero_gradient():
         (dict(attention_types="lsh"), "attention_types"),
         (dict(n_buckets=5), "n_buckets"),
         (dict(dropout=1.0), "dropout"),
-        (dict(positional="sinusoidal"), "positional"),
+        (dict(positional="rotary"), "positional"),
         (dict(positional="learned", max_len=None), "max_len"),
         (dict(dtype="float16"), "dtype"),
         (dict(n_layers=0), "n_layers"),
@@ -330,3 +330,23 @@ def test_axial_offset_is_a_slice_of_the_whole_table():
         whole = positional.axial_backward(padded, positional.axial_forward(p, 12)[1])
         np.testing.assert_allclose(g["axial_1"], whole["axial_1"], atol=1e-15)
         np.testing.assert_allclose(g["axial_2"], whole["axial_2"], atol=1e-15)
+
+
+def test_sinusoidal_positions_follow_the_formula_and_slice_by_offset():
+    table = positional.sinusoidal(50, 6, dtype="float64")
+    p, k = 37, 1  # column 2k holds sin(p / 10000^(2k/D)), column 2k+1 the cosine
+    assert table[p, 2 * k] == pytest.approx(np.sin(p / 10000 ** (2 * k / 6)) / 6**0.5)
+    assert table[p, 2 * k + 1] == pytest.approx(np.cos(p / 10000 ** (2 * k / 6)) / 6**0.5)
+    np.testing.assert_array_equal(positional.sinusoidal(10, 6, 20, "float64"), table[20:30])
+    assert positional.sinusoidal(4, 5).shape == (4, 5)  # odd widths: one more sine than cosine
+
+
+def test_sinusoidal_reformer_has_no_position_parameters_and_checks_gradients():
+    config = tiny_config(positional="sinusoidal", max_len=32, n_layers=2)
+    params, tokens, rng = setup(config, length=9)
+    assert set(params["embed"]) == {"tokens"}
+    error, _ = gradcheck.check_tree(
+        lambda p: loss_and_grads(p, tokens, config, np.random.default_rng(5), offset=11),
+        params, rng=rng, max_entries_per_leaf=4,
+    )  # fmt: skip
+    assert error < 1e-6
