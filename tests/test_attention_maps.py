@@ -8,20 +8,14 @@ from minireformer.attention import merge_heads, split_heads
 from minireformer.reformer import ReformerConfig, build_blocks, embed
 
 
+def tiny(kind, **kw):
+    return ReformerConfig(vocab_size=11, d_model=16, n_heads=2, d_ff=32, n_layers=1, chunk_len=4,
+                          max_len=16, attention_types=(kind,), **kw)  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["full", "local", "lsh"])
 def test_the_map_times_the_values_is_the_layers_attention_output(kind):
-    cfg = ReformerConfig(
-        vocab_size=11,
-        d_model=16,
-        n_heads=2,
-        d_ff=32,
-        n_layers=1,
-        chunk_len=4,
-        max_len=16,
-        attention_types=(kind,),
-        n_hashes=3,
-        dtype="float64",
-    )
+    cfg = tiny(kind, n_hashes=3, dtype="float64")
     params = lm.init_params(cfg, np.random.default_rng(0))
     tokens = np.random.default_rng(1).integers(0, 11, (2, 16))
     weights = attention_maps.attention_map(params, tokens, cfg, rng=np.random.default_rng(5))
@@ -37,16 +31,7 @@ def test_the_map_times_the_values_is_the_layers_attention_output(kind):
 
 
 def test_a_layer_out_of_range_is_named():
-    cfg = ReformerConfig(
-        vocab_size=11,
-        d_model=16,
-        n_heads=2,
-        d_ff=32,
-        n_layers=1,
-        chunk_len=4,
-        max_len=16,
-        attention_types=("full",),
-    )
+    cfg = tiny("full")
     params = lm.init_params(cfg, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"layer: expected an index in \[0, 1\), got 1"):
         attention_maps.attention_map(params, np.zeros((1, 4), np.int64), cfg, layer=1)

@@ -34,36 +34,10 @@ def run(capsys, *argv):
 
 def test_train_eval_sample_memory_on_a_tiny_text_model(tmp_path, capsys):
     ck = tmp_path / "lm.npz"
-    code, out, _ = run(
-        capsys,
-        "train",
-        "--task",
-        "text",
-        *TINY,
-        "--seq-len",
-        "32",
-        "--steps",
-        "3",
-        "--out",
-        ck,
-        "--quiet",
-    )
+    train_argv = ["train", "--task", "text", *TINY, "--seq-len", "32", "--steps", "3", "--out", ck]
+    code, out, _ = run(capsys, *train_argv, "--quiet")
     assert code == 0 and json.loads(out)["step"] == 3 and checkpoint.load(ck).step == 3
-    code, out, _ = run(
-        capsys,
-        "train",
-        "--task",
-        "text",
-        *TINY,
-        "--seq-len",
-        "32",
-        "--steps",
-        "3",
-        "--out",
-        ck,
-        "--quiet",
-        "--resume",
-    )
+    code, out, _ = run(capsys, *train_argv, "--quiet", "--resume")
     assert code == 0 and json.loads(out)["step"] == 3  # already finished
     code, out, _ = run(capsys, "eval", ck, "--batches", "2")
     assert code == 0 and 0 < json.loads(out)["bits"] < 10
