@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, lm
-from .tree import leaves_with_paths, path_str
+from .tree import leaves_with_paths, param_spec, path_str
 
 FORMAT = 1
 LOG_COLUMNS = ("step", "train_loss", "eval_loss", "eval_accuracy", "seconds")
@@ -118,30 +118,33 @@ class Checkpoint:
         return g
 
 
-def _unflatten(arrays, prefix: str, template, config, source):
-    """Arrays ``prefix/<path>`` shaped like ``template`` (the config's parameter tree)."""
+def _unflatten(arrays, prefix: str, spec, kind: str, source):
+    """Arrays ``prefix/<path>`` as a tree shaped like ``spec`` (``tree.param_spec`` of the
+    config: the structure, shapes and dtypes its init makes)."""
+    used = set()
 
-    def fill(tree, path=()):
-        if isinstance(tree, dict):
-            return {k: fill(v, path + (k,)) for k, v in tree.items()}
-        if isinstance(tree, list):
-            return [fill(v, path + (i,)) for i, v in enumerate(tree)]
+    def fill(node, path=()):
+        if isinstance(node, dict):
+            return {k: fill(v, path + (k,)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v, path + (i,)) for i, v in enumerate(node)]
         key = f"{prefix}/{path_str(path)}"
         if key not in arrays:
-            raise CheckpointError(f"{source}: missing array {key!r} for this {config}")
+            raise CheckpointError(f"{source}: missing array {key!r} for this {kind}")
         a = arrays[key]
-        if a.shape != tree.shape or a.dtype != tree.dtype:
+        if a.shape != node.shape or a.dtype != node.dtype:
             raise CheckpointError(
                 f"{source}: {key} has shape {a.shape} {a.dtype}, the config expects "
-                f"{tree.shape} {tree.dtype}"
+                f"{node.shape} {node.dtype}"
             )
+        used.add(key)
         return backend.asarray(a)
 
-    expected = {f"{prefix}/{path_str(p)}" for p, _ in leaves_with_paths(template)}
-    extra = sorted(k for k in arrays if k.startswith(prefix + "/") and k not in expected)
+    tree = fill(spec)
+    extra = sorted(k for k in arrays if k.startswith(prefix + "/") and k not in used)
     if extra:
         raise CheckpointError(f"{source}: arrays the config has no place for: {extra[:3]}")
-    return fill(template)
+    return tree
 
 
 def load(path, *, expect_config=None) -> Checkpoint:
@@ -171,14 +174,14 @@ def load(path, *, expect_config=None) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path}: its model config is invalid: {e}") from None
     if expect_config is not None:
         _check_same_config(path, config, expect_config)
-    template = lm.init_params(config, np.random.default_rng(0))  # shapes and dtypes only
+    spec = param_spec(config, lm.init_params)  # shapes and dtypes, nothing drawn or kept
     source = f"checkpoint {path}"
-    params = _unflatten(arrays, "params", template, lm.kind_of(config), source)
+    params = _unflatten(arrays, "params", spec, lm.kind_of(config), source)
     adam_state = None
     if any(k.startswith("adam_m/") for k in arrays):
         adam_state = {
-            "m": _unflatten(arrays, "adam_m", template, lm.kind_of(config), source),
-            "v": _unflatten(arrays, "adam_v", template, lm.kind_of(config), source),
+            "m": _unflatten(arrays, "adam_m", spec, lm.kind_of(config), source),
+            "v": _unflatten(arrays, "adam_v", spec, lm.kind_of(config), source),
             "step": int(meta["step"]),
         }
     return Checkpoint(

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import checkpoint, data, lm, memory, sampling, train
 
-MODEL_FLAGS = {  # flag -> (config field, type)
+MODEL_FLAGS = {  # config field -> type (the flag is --field-name)
     "d_model": int,
     "n_heads": int,
     "d_ff": int,
@@ -171,11 +171,8 @@ def _run_settings(args):
     if args.model is not None and args.model != model.get("kind", "reformer"):
         model = {**DEFAULT_MODEL, "kind": args.model}
     if model.get("kind") == "transformer":
-        (
-            model.pop("attention_types", None),
-            model.pop("chunk_len", None),
-            model.pop("n_hashes", None),
-        )
+        for name in ("attention_types", "chunk_len", "n_hashes"):  # Reformer-only fields
+            model.pop(name, None)
         model.setdefault("d_head", model["d_model"] // model["n_heads"])
     for name in MODEL_FLAGS:
         if getattr(args, name) is not None:
@@ -221,7 +218,7 @@ def _with_overrides(config, args):
 def cmd_train(args):
     source, config, tc = _run_settings(args)
     res = train.train(config, tc, source, out=args.out, resume=args.resume, progress=not args.quiet)
-    last = res.log[~np.isnan(res.log[:, 2])] if len(res.log) else res.log
+    last = train.eval_rows(res.log)
     summary = {"step": res.step, "seconds": round(res.seconds, 1), "checkpoint": str(args.out)}
     if len(last):
         summary.update(
@@ -341,9 +338,8 @@ def cmd_reproduce(args):
             f"expected some of {list(experiments.EXPERIMENTS)}"
         )
     for name in names:
-        result = experiments.EXPERIMENTS[name](progress=not args.quiet)
+        experiments.EXPERIMENTS[name](progress=not args.quiet)
         print(f"{name}: wrote {experiments.RESULTS / (name + '.json')}")
-        del result
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -285,8 +284,8 @@ def validation_bits(params, config, source, length: int, max_batches=None) -> di
 
 def eval_curve(log) -> dict:
     """{"step": [...], "valid_bpc": [...]} from a training log's evaluation rows."""
-    ev = log[~np.isnan(log[:, 2])]
-    bpc = (ev[:, 2] / math.log(2)).round(4)
+    ev = train.eval_rows(log)
+    bpc = (ev[:, 2] / train.LN2).round(4)
     return {"step": ev[:, 0].astype(int).tolist(), "valid_bpc": bpc.tolist()}
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, checkpoint, layers, lm
-from .checks import check_bool, check_positive_int
+from .checks import check_bool, check_nonnegative_int, check_positive_int
 from .optim import Adam
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
@@ -105,11 +105,7 @@ class TrainConfig:
         for name in ("seq_len", "eval_batch_size", "eval_seq_len"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(name, getattr(self, name)))
-        self.warmup = (
-            int(self.warmup) if isinstance(self.warmup, (int, np.integer)) else self.warmup
-        )
-        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
-            raise ValueError(f"warmup: expected an integer >= 0, got {self.warmup!r}")
+        self.warmup = check_nonnegative_int("warmup", self.warmup)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         if not isinstance(self.min_lr_ratio, (int, float)) or not 0 <= self.min_lr_ratio <= 1:
@@ -117,8 +113,7 @@ class TrainConfig:
                 f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}"
             )
         check_bool("random_offset", self.random_offset)
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        self.seed = check_nonnegative_int("seed", self.seed)
         # lr, betas and clip_norm are checked by Adam (below), which names them the same way
         self.optimizer()
 
@@ -172,6 +167,11 @@ def evaluate(params, config, batches, *, seed: int = 0) -> dict:
         count += int(nll.size)
     loss = total / max(count, 1)
     return {"loss": loss, "bits": loss / LN2, "accuracy": correct / max(count, 1), "targets": count}
+
+
+def eval_rows(log):
+    """The rows of a training log (n, 5) at which the held-out set was evaluated."""
+    return log[~np.isnan(log[:, 2])]
 
 
 class TrainingError(RuntimeError):
@@ -239,8 +239,8 @@ def train(
         on_step: optional ``on_step(step, params, info)`` called after every step.
 
     Returns:
-        :class:`TrainResult`. Raises :class:`TrainingError` on a non-finite loss (the last
-        checkpoint is left as it was).
+        :class:`TrainResult`. Raises :class:`TrainingError` on a non-finite loss or gradient
+        (the last checkpoint is left as it was).
     """
     kind = lm.kind_of(config)
     if not isinstance(tc, TrainConfig):
@@ -269,22 +269,20 @@ def train(
         params, state, step = ck.params, ck.adam_state, ck.step
         data_rng, model_rng = ck.generator("data"), ck.generator("model")
         log, seconds = [list(r) for r in ck.log], float(ck.extra.get("seconds", 0.0))
+        saved_step = step
     else:
         params = lm.init_params(config, np.random.default_rng([tc.seed, 0]))
         state, step = adam.init(params), 0
         data_rng = np.random.default_rng([tc.seed, 1])
         model_rng = np.random.default_rng([tc.seed, 2])
-        log, seconds = [], 0.0
+        log, seconds, saved_step = [], 0.0, None
 
-    def eval_batches():
-        length = tc.eval_seq_len or tc.stage_at(tc.steps - 1)[0]
-        return source.eval_batches(tc.eval_batch_size or tc.batch_size, length, tc.eval_batches)
-
-    def save(path=out):
-        if path is None:
-            return None
-        return checkpoint.save(
-            path,
+    def save():
+        nonlocal saved_step
+        if out is None:
+            return
+        checkpoint.save(
+            out,
             params=params,
             config=config,
             step=step,
@@ -295,8 +293,12 @@ def train(
             log=log,
             extra={"seconds": seconds, "kind": kind},
         )
+        saved_step = step
 
-    held_out = eval_batches() if step < tc.steps else None
+    held_out = None
+    if step < tc.steps:
+        length = tc.eval_seq_len or tc.stage_at(tc.steps - 1)[0]
+        held_out = source.eval_batches(tc.eval_batch_size or tc.batch_size, length, tc.eval_batches)
     bar = _progress_bar(progress, tc.steps, step, description)
     interrupted, last_ev = False, {}
     started = time.perf_counter() - seconds
@@ -318,12 +320,12 @@ def train(
                     offset=offset,
                 )
                 if not math.isfinite(loss):
-                    raise _diverged(step + 1, f"the training loss is {loss}", out)
+                    raise _diverged(step + 1, f"the training loss is {loss}", out, saved_step)
                 adam.lr = learning_rate(step + 1, tc)
                 try:
                     info = adam.step(params, grads, state)
                 except ValueError as e:  # non-finite gradients; Adam changed nothing
-                    raise _diverged(step + 1, str(e), out) from None
+                    raise _diverged(step + 1, str(e), out, saved_step) from None
                 del grads
                 step += 1
                 seconds = time.perf_counter() - started
@@ -343,11 +345,10 @@ def train(
                     bar.update(1)
                 if on_step is not None:
                     on_step(step, params, info)
-                if step % tc.checkpoint_every == 0 or step == tc.steps:
+                if step % tc.checkpoint_every == 0 or step == tc.steps or flag.set:
                     save()
                 if flag.set:
                     interrupted = True
-                    save()
                     break
         finally:
             if bar is not None:
@@ -363,17 +364,12 @@ def train(
     )
 
 
-def _diverged(step: int, what: str, out) -> TrainingError:
+def _diverged(step: int, what: str, out, saved_step) -> TrainingError:
+    saved = "none written" if saved_step is None else saved_step
     return TrainingError(
-        f"step {step}: {what}; the last good checkpoint ({out}, step {_saved_step(out)}) is "
+        f"step {step}: {what}; the last good checkpoint ({out}, step {saved}) is "
         f"kept. Try a lower lr, a longer warm-up or clip_norm."
     )
-
-
-def _saved_step(path):
-    if path is None or not Path(path).exists():
-        return "none written"
-    return checkpoint.load(path).step
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, description: str):

@@ -110,7 +110,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 for label, ck in models.items():
     log = ck.log
     smooth = np.convolve(log[:, 1], np.ones(50) / 50, mode="valid") / LN2
-    ev = log[~np.isnan(log[:, 2])]
+    ev = train.eval_rows(log)
     axes[0].plot(log[49:, 0], smooth, alpha=0.6, label=f"{label} training (mean of 50)")
     axes[0].plot(ev[:, 0], ev[:, 2] / LN2, marker="o", label=f"{label} validation")
     axes[1].plot(ev[:, 4] / 60, ev[:, 2] / LN2, marker="o", label=f"{label} validation")
