@@ -237,7 +237,7 @@ def reproduce_duplication(progress=True) -> dict:
 
 
 def save_table2_figures(table: dict, released: dict):
-    """figures/06_table2.png: the two Table 2 analogues (paper and released semantics)."""
+    """figures/07_table2.png: the two Table 2 analogues (paper and released semantics)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, (name, t) in zip(axes, [("paper", table), ("released", released)]):
         plotting.accuracy_table(
@@ -247,18 +247,18 @@ def save_table2_figures(table: dict, released: dict):
             ax=ax,
             title=f"duplication accuracy, {name} LSH semantics",
         )
-    plotting.save_figure(fig, "06_table2")
+    plotting.save_figure(fig, "07_table2")
     return fig
 
 
 def save_figure3(curves: dict):
-    """figures/07_figure3.png: validation bits per character of the four Figure 3 variants."""
+    """figures/08_figure3.png: validation bits per character of the four Figure 3 variants."""
     fig = plotting.validation_curves(
         {n: (c["step"], c["valid_bpc"]) for n, c in curves.items()},
         ylabel="validation bits per character",
         title="Figure 3 at small scale (tiny Shakespeare)",
     )
-    plotting.save_figure(fig, "07_figure3")
+    plotting.save_figure(fig, "08_figure3")
     return fig
 
 

@@ -322,7 +322,7 @@ def loss_and_grads(params, tokens, config: ReformerConfig, rng=None, loss_mask=N
         loss_mask: None or (B, L-1) bool, True where the target counts.
         offset: the position of the window's first token, offset + L <= max_len (default 0): a
             short training window can take the positions of any place in a long context, so that
-            every positional row is trained (the curriculum of notebook 07).
+            every positional row is trained (the curriculum of notebook 08).
 
     Returns:
         ``(loss, grads)``: a float and a tree mirroring ``params``.

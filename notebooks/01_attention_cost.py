@@ -23,9 +23,9 @@
 # 1. Attention weights are dominated by a few large scores. Could each query look only at the keys
 #    that matter? (LSH attention, notebooks 02 and 03.)
 # 2. Training memory grows with the number of layers. Could we avoid storing activations?
-#    (Reversible layers, notebook 04.)
+#    (Reversible layers, notebook 05.)
 # 3. The feed-forward layer's hidden width $d_{ff}$ and the vocabulary make some activations much
-#    wider than the model. Could we process them a slice at a time? (Chunking, notebook 05.)
+#    wider than the model. Could we process them a slice at a time? (Chunking, notebook 06.)
 #
 # Everything below uses the library's own functions; numbers come from `minireformer.memory`, and
 # each claim is followed by an `assert` that checks it.
@@ -384,5 +384,5 @@ plt.show()
 #   in the number of layers, with a slope equal to the per-block activations we counted.
 #
 # Next: notebook 02 builds the hash that finds nearby keys, notebook 03 turns it into LSH
-# attention, notebook 04 removes the depth factor with reversible layers, and notebook 05 removes
+# attention, notebook 05 removes the depth factor with reversible layers, and notebook 06 removes
 # the $d_{ff}$ factor by chunking.

@@ -202,7 +202,7 @@ def test_reproduce_runs_a_shrunken_duplication_experiment(tmp_path, capsys, monk
     assert set(result["paper_semantics"]) == {"full", "lsh2"}
     assert set(result["paper_semantics"]["full"]) == {"full", "lsh1", "lsh2", "lsh4", "lsh8"}
     assert (tmp_path / "checkpoints" / "duplication_lsh2.npz").exists()
-    assert (tmp_path / "figures" / "06_table2.png").exists()
+    assert (tmp_path / "figures" / "07_table2.png").exists()
     assert checkpoint.load(tmp_path / "checkpoints" / "duplication_lsh2.npz").adam_state is None
 
 

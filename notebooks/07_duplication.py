@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 06 The duplication task: does LSH attention find what full attention finds?
+# # 07 The duplication task: does LSH attention find what full attention finds?
 #
 # Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 5 "Experiments", the synthetic task and
 # its Table 2.
@@ -105,7 +105,7 @@ ax.set_ylabel("training loss on the copy (nats, mean of 20)")
 ax.set_title("duplication task: training loss", fontsize=10)
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
-plotting.save_figure(fig, "06_training_loss")
+plotting.save_figure(fig, "07_training_loss")
 plt.show()
 
 # %% [markdown]
@@ -231,7 +231,7 @@ ax.set_ylabel("accuracy on the copy (%)")
 ax.set_title("duplication: accuracy against evaluation rounds", fontsize=10)
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
-plotting.save_figure(fig, "06_accuracy_vs_rounds")
+plotting.save_figure(fig, "07_accuracy_vs_rounds")
 plt.show()
 
 # %% [markdown]
@@ -264,7 +264,7 @@ for ax, (name, (ck, (attention, r))) in zip(axes, maps.items()):
     ax.set_title(f"{name}\nweight on t - |w|: {reads_copy[name]:.2f}", fontsize=9)
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position t")
-plotting.save_figure(fig, "06_attention_maps")
+plotting.save_figure(fig, "07_attention_maps")
 plt.show()
 
 # %% [markdown]
@@ -288,4 +288,4 @@ assert reads_copy["LSH-4-trained, LSH-4"] > 0.5
 # - What the paper's and the released code's LSH semantics change is measured in section 4 on the
 #   same weights.
 #
-# Next: notebook 07 trains a Reformer language model on Shakespeare.
+# Next: notebook 08 trains a Reformer language model on Shakespeare.

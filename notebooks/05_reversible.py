@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 04 Reversible layers: backpropagation without storing activations
+# # 05 Reversible layers: backpropagation without storing activations
 #
 # Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 3 "Reversible Transformer", building on
 # RevNets (Gomez, Ren, Urtasun, Grosse 2017, "The Reversible Residual Network: Backpropagation
@@ -292,7 +292,7 @@ ax.set_xlabel("number of reversible blocks")
 ax.set_ylabel(r"relative error of the rebuilt input")
 ax.set_title("Rebuilding the input from the top of the stack")
 ax.legend(fontsize=8)
-plotting.save_figure(fig, "04_reconstruction_error_vs_depth")
+plotting.save_figure(fig, "05_reconstruction_error_vs_depth")
 plt.show()
 
 # %% [markdown]
@@ -464,7 +464,7 @@ ax.set_xlabel("number of layers $n_l$")
 ax.set_ylabel("peak memory of one training step (MiB)")
 ax.set_title(f"One training step, L={MEM_L}, full attention, float32")
 ax.legend(fontsize=8)
-plotting.save_figure(fig, "04_memory_vs_depth")
+plotting.save_figure(fig, "05_memory_vs_depth")
 plt.show()
 
 # %% [markdown]
@@ -496,5 +496,5 @@ assert peaks["stored"][-1] > 4 * peaks["reversible"][-1]
 #   activation (here to about $10^{-14}$ in float64).
 # - Peak training memory: linear in depth with stored activations (about 3.3 MiB per layer here,
 #   Table 3's $n_h l^2$ term plus the smaller arrays), flat with reversible layers except for the
-#   parameter gradients. What remains is the memory of *one* layer; notebook 05 shrinks that with
+#   parameter gradients. What remains is the memory of *one* layer; notebook 06 shrinks that with
 #   chunking, and puts all the tricks together.

@@ -9,11 +9,11 @@
 # ---
 
 # %% [markdown]
-# # 05 Chunking, and all the Reformer's memory tricks together
+# # 06 Chunking, and all the Reformer's memory tricks together
 #
 # Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 3 "Chunking" (equation 10) and Table 3.
 #
-# Notebook 04 made activation memory independent of depth. What is left is the memory of **one**
+# Notebook 05 made activation memory independent of depth. What is left is the memory of **one**
 # layer at a time, and there the biggest arrays are not the $(l, d_{model})$ activations but two
 # wide intermediates:
 #
@@ -148,7 +148,7 @@ ax.set_xlabel("chunk length c (positions)")
 ax.set_ylabel("peak memory of forward + backward (MiB)")
 ax.set_title(f"Feed-forward, L={L_FF}, d_model={D_FF_MODEL}, d_ff={D_FF}, float32")
 ax.legend()
-plotting.save_figure(fig, "05_ff_memory_vs_chunk")
+plotting.save_figure(fig, "06_ff_memory_vs_chunk")
 plt.show()
 
 # %% [markdown]
@@ -237,7 +237,7 @@ ax.set_xlabel("chunk length c (positions)")
 ax.set_ylabel("peak memory of loss forward + backward (MiB)")
 ax.set_title(f"Output layer and loss, L={L_LOSS}, V={VOCAB}, float32")
 ax.legend()
-plotting.save_figure(fig, "05_loss_memory_vs_chunk")
+plotting.save_figure(fig, "06_loss_memory_vs_chunk")
 plt.show()
 
 # %% [markdown]
@@ -356,7 +356,7 @@ ax.set_ylabel("MiB")
 ax.set_yscale("log")
 ax.set_title(f"One training step, l={ARCH_L}, 4 layers, d_ff=2048, V=4096, float32")
 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-plotting.save_figure(fig, "05_table3_measured")
+plotting.save_figure(fig, "06_table3_measured")
 plt.show()
 
 # %% [markdown]

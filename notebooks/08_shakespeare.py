@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 07 A Reformer on Shakespeare
+# # 08 A Reformer on Shakespeare
 #
 # Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 5: language modelling on long
 # sequences (enwik8 at 64K tokens) and Figure 3 (shared-QK attention and reversible layers do not
@@ -21,7 +21,7 @@
 # character on held-out text, redraw Figure 3 at small scale, sample text at a few temperatures,
 # and measure the memory of one training step against context length for both models.
 #
-# Prerequisites: notebooks 03-05 (LSH attention, reversible layers, chunking) and 06 (training).
+# Prerequisites: notebooks 03-06 (LSH attention, reversible layers, chunking) and 07 (training).
 # Code: `minireformer/data.py` (`CharText`), `train.py`, `sampling.py`, `experiments.py`.
 #
 # The corpus is tiny Shakespeare (about 1.1M characters, public domain), shipped in
@@ -127,7 +127,7 @@ for ax in axes:
 axes[0].set_xlabel("training step")
 axes[1].set_xlabel("training time (minutes)")
 fig.suptitle("tiny Shakespeare: Reformer (2,048 context) and Transformer (64 context)")
-plotting.save_figure(fig, "07_learning_curves")
+plotting.save_figure(fig, "08_learning_curves")
 plt.show()
 
 # %% [markdown]
@@ -285,7 +285,7 @@ ax.set_ylabel("peak memory of one training step (MiB)")
 ax.set_title("memory against context, batch 1", fontsize=10)
 ax.grid(alpha=0.3, which="both")
 ax.legend()
-plotting.save_figure(fig, "07_memory_vs_context")
+plotting.save_figure(fig, "08_memory_vs_context")
 plt.show()
 
 # %%
