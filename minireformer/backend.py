@@ -73,6 +73,24 @@ def get_xp() -> ModuleType:
     return _xp
 
 
+def describe() -> str:
+    """One line naming the current backend and where it computes, for a notebook's opening.
+
+    For example ``"NumPy 2.1.3 on the CPU"`` or ``"CuPy 14.0.0 on NVIDIA H200 (139 GiB)"``; a
+    stand-in module (as the tests use) is named by its type.
+    """
+    xp = get_xp()
+    if xp is numpy:
+        return f"NumPy {numpy.__version__} on the CPU"
+    if getattr(xp, "__name__", "") == "cupy":
+        device = xp.cuda.Device()
+        props = xp.cuda.runtime.getDeviceProperties(device.id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        gib = props["totalGlobalMem"] // 2**30
+        return f"CuPy {xp.__version__} on {name} ({gib} GiB)"
+    return f"{type(xp).__name__}, a stand-in array module with NumPy's interface"
+
+
 def _is_cupy_array(a) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
 

@@ -5,6 +5,7 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -159,3 +160,25 @@ def test_training_steps_run_through_the_backend_module(restore_backend):
     used = set(wrapper.calls)
     assert {"matmul", "exp", "tanh", "argsort", "argmax"} <= used, sorted(used)
     assert sum(wrapper.calls.values()) > 100
+
+
+def test_describe_names_numpy_and_its_version():
+    assert backend.describe() == f"NumPy {np.__version__} on the CPU"
+
+
+def test_describe_names_a_stand_in_module(restore_backend):
+    backend.set_backend(CountingNumpy())
+    assert backend.describe().startswith("CountingNumpy, a stand-in")
+
+
+def test_describe_names_the_gpu_under_cupy(restore_backend):
+    """CuPy's device properties give the name as bytes and the memory in bytes."""
+    runtime = SimpleNamespace(
+        getDeviceProperties=lambda i: {"name": b"NVIDIA H200", "totalGlobalMem": 150_100_000_000}
+    )
+    fake = ModuleType("cupy")
+    fake.__version__ = "14.0.0"
+    fake.asarray = np.asarray
+    fake.cuda = SimpleNamespace(Device=lambda: SimpleNamespace(id=0), runtime=runtime)
+    backend.set_backend(fake)
+    assert backend.describe() == "CuPy 14.0.0 on NVIDIA H200 (139 GiB)"
