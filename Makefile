@@ -53,3 +53,9 @@ lab: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+
+# Build each exercises/NN_topic.py into a student notebook (exercises/student/, committed) and a
+# solution notebook (exercises/solutions/, gitignored), unexecuted; the format: course/README.md.
+.PHONY: exercises
+exercises: $(STAMP)
+	$(BIN)/python course/build_exercises.py
