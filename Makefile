@@ -59,3 +59,9 @@ clean:
 .PHONY: exercises
 exercises: $(STAMP)
 	$(BIN)/python course/build_exercises.py
+
+# A static HTML site of the executed notebooks, the student exercises, the README and the course
+# documents in _site/ (gitignored), with internal links rewritten; no network needed.
+.PHONY: site
+site: $(STAMP)
+	$(BIN)/python course/build_site.py
