@@ -67,28 +67,36 @@ def look_around(x, n_before: int, n_after: int):
 
     Slot block i of chunk c holds chunk (c + d) mod n_c for d = -n_before + i, so the window of
     chunk c is chunks c - n_before, ..., c + n_after in that order, wrapping around the ends.
+    The whole (n_c, W) layout at once, for inspection and plots; the attention itself builds the
+    windows of a few chunks at a time (:func:`window_of`).
     """
     xp = backend.array_module(x)
-    if n_before == 0 and n_after == 0:
-        return x
-    return xp.concatenate(
-        [xp.roll(x, -d, axis=2) for d in range(-n_before, n_after + 1)], axis=3
-    )  # (B, H, n_c, W, ...)
+    return window_of(x, window_index(0, x.shape[2], x.shape[2], n_before, n_after, xp))
 
 
-def look_around_backward(dwindow, n_before: int, n_after: int):
-    """Adjoint of :func:`look_around`: (B, H, n_c, W, ...) -> (B, H, n_c, C, ...).
+def window_index(start: int, stop: int, n_chunks: int, n_before: int, n_after: int, xp):
+    """(m, n_blocks) int: entry [c - start, i] is chunk (c + i - n_before) mod n_c, the i-th block
+    of chunk c's window, for the m = stop - start chunks c in [start, stop)."""
+    offsets = xp.arange(-n_before, n_after + 1)  # (n_blocks,)
+    return (xp.arange(start, stop)[:, None] + offsets[None, :]) % n_chunks
 
-    Chunk c receives the gradient of every window slot that copied it: block d of chunk c - d.
-    """
-    xp = backend.array_module(dwindow)
-    n_blocks = n_before + 1 + n_after
-    blocks = xp.split(dwindow, n_blocks, axis=3)  # n_blocks x (B, H, n_c, C, ...)
-    total = None
-    for d, block in zip(range(-n_before, n_after + 1), blocks):
-        moved = xp.roll(block, d, axis=2) if d else block
-        total = moved if total is None else total + moved
-    return total
+
+def window_of(x, index):
+    """The windows of some chunks, by index arithmetic: x (B, H, n_c, C, ...) and ``index``
+    (m, n_blocks) from :func:`window_index` -> (B, H, m, W, ...), W = n_blocks * C."""
+    xp = backend.array_module(x)
+    y = xp.take(x, index, axis=2)  # (B, H, m, n_blocks, C, ...)
+    return y.reshape(y.shape[:3] + (-1,) + y.shape[5:])
+
+
+def add_window(acc, dwindow, index) -> None:
+    """The adjoint of :func:`window_of`, in place: add dwindow (B, H, m, W, ...) into acc
+    (B, H, n_c, C, ...), each block of C slots to the chunk it was copied from."""
+    n_blocks = index.shape[1]
+    parts = dwindow.reshape(dwindow.shape[:3] + (n_blocks, -1) + dwindow.shape[4:])
+    for i in range(n_blocks):
+        # the m chunks of one column of ``index`` are distinct (m <= n_c), so += is exact
+        acc[:, :, index[:, i]] += parts[:, :, :, i]
 
 
 def window_multiplicity(delta, n_chunks: int, n_before: int, n_after: int):
@@ -106,96 +114,155 @@ def window_multiplicity(delta, n_chunks: int, n_before: int, n_after: int):
     )
 
 
-def _matmul_t(a, b):
-    """a @ b^T over the last two axes; the (small) transposed operand is made contiguous first,
-    which NumPy's batched matmul handles faster than a transposed view of a gathered array."""
-    xp = backend.array_module(a, b)
-    return xp.matmul(a, xp.ascontiguousarray(b.swapaxes(-1, -2)))
+# Logits computed at once, per block of chunks: 2^20 entries is 4 MiB in float32, small enough to
+# stay in the CPU's cache, large enough that NumPy's per-call overhead is negligible.
+BLOCK_ELEMENTS = 2**20
 
 
-def window_attention_forward(
-    q, k, v, pos, *, n_before, n_after, causal, key_valid=None, group=None, log_count=None
-):
-    """Softmax attention of each chunk's queries over its look-around window.
+class Window(NamedTuple):
+    """What the logits of a chunk's window depend on besides q and k (see window_attention_*).
+
+    pos: integer original positions of the slots, (B, H, n_c, C) or broadcastable (1, 1, n_c, C).
+    n_before, n_after: chunks looked back / ahead. causal: mask keys after the query.
+    key_valid: None or bool (B, H, n_c, C), False for padding keys.
+    group: None or integer (B, H, n_c, C): a query only attends to keys of its own group.
+    log_count: None, or ``f(chunks, index)`` -> float broadcastable to (B, H, m, C, W), the
+        constant subtracted from the logits of the queries of ``chunks`` (a slice of m chunks)
+        over their windows ``index`` (LSH's duplicate correction).
+    block: chunks per block; None: as many as fit :data:`BLOCK_ELEMENTS` logits.
+    """
+
+    pos: object
+    n_before: int
+    n_after: int
+    causal: bool
+    key_valid: object = None
+    group: object = None
+    log_count: object = None
+    block: int | None = None
+
+
+def _blocks(q_shape, win: Window, xp):
+    """(chunks, index) for consecutive blocks of chunks: a slice and its window_index."""
+    batch, n_heads, n_chunks, chunk_len = q_shape[:4]
+    width = (win.n_before + 1 + win.n_after) * chunk_len  # W
+    block = win.block or max(1, BLOCK_ELEMENTS // (batch * n_heads * chunk_len * width))
+    for start in range(0, n_chunks, block):
+        stop = min(start + block, n_chunks)
+        yield slice(start, stop), window_index(start, stop, n_chunks, win.n_before, win.n_after, xp)
+
+
+def _block_logits(q, k, chunks, index, win: Window):
+    """Masked logits of the queries of ``chunks`` over their windows: (logits (B, H, m, C, W),
+    keep (bool broadcastable to it, False where a logit is a mask constant, or None), the window
+    keys (B, H, m, W, Dh))."""
+    xp = backend.array_module(q, k)
+    k_win = window_of(k, index)  # (B, H, m, W, Dh)
+    logits = xp.matmul(q[:, :, chunks], xp.ascontiguousarray(k_win.swapaxes(-1, -2)))
+    logits, keep = mask_logits(
+        logits,
+        win.pos[:, :, chunks],
+        window_of(win.pos, index),
+        causal=win.causal,
+        key_valid=None if win.key_valid is None else window_of(win.key_valid, index),
+        self_mask=True,
+    )  # (B, H, m, C, W)
+    if win.group is not None:
+        same = win.group[:, :, chunks, :, None] == window_of(win.group, index)[..., None, :]
+        xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=~same)
+        keep = same if keep is None else keep & same
+    if win.log_count is not None:
+        logits -= win.log_count(chunks, index)
+    return logits, keep, k_win
+
+
+def window_attention_forward(q, k, v, win: Window):
+    """Softmax attention of each chunk's queries over its look-around window, block by block.
 
     Every slot holds one query, and its key and value; chunk c's queries attend to the keys of
     chunks c - n_before .. c + n_after (wrapping). Logits q . k are masked as in dense attention
     (causal and padding -> NEG_MASK, the query's own position -> NEG_SELF), keys of another
-    ``group`` -> NEG_MASK, then ``log_count`` is subtracted.
+    ``group`` -> NEG_MASK, then ``log_count`` is subtracted. The (C, W) weights of a block of
+    chunks live only while that block is computed: what the backward needs of them is the
+    per-query maximum ``top`` and sum ``total``, from which it recomputes them (as
+    FlashAttention does, Dao et al. 2022), so memory grows with the slots, not the slots x W.
 
     Args:
         q: (B, H, n_c, C, Dh) queries; k: (B, H, n_c, C, Dh) keys; v: (B, H, n_c, C, Dv) values.
-        pos: integer original positions of the slots, (B, H, n_c, C) or broadcastable.
-        n_before, n_after: chunks looked back / ahead.
-        causal: mask keys whose position is after the query's.
-        key_valid: None or bool (B, H, n_c, C): False for padding keys.
-        group: None or integer (B, H, n_c, C): a query only attends to keys of its own group.
-        log_count: None or float broadcastable to (B, H, n_c, C, W), subtracted from the logits.
+        win: the :class:`Window`.
 
     Returns:
-        ``(out (B, H, n_c, C, Dv), lse (B, H, n_c, C), probs (B, H, n_c, C, W), keep)`` where
-        ``keep`` (bool, broadcastable to probs) is False where a logit was replaced by a constant.
+        ``(out (B, H, n_c, C, Dv), top, total)``, ``top`` and ``total`` (B, H, n_c, C): the weights
+        of query s over its window are exp(logits - top_s) / total_s, and lse = top + log(total).
     """
     xp = backend.array_module(q, k, v)
-    # Memory: a window copy of k or v is as large as the (C, W) logits when Dh ~ W / 2, so each
-    # is built just before its single use and released right after (del), as are the logits'
-    # temporaries: this layer's peak is a few arrays of the logits' size, not a dozen.
-    k_pos = look_around(pos, n_before, n_after)  # (B, H, n_c, W)
-    valid = None if key_valid is None else look_around(key_valid, n_before, n_after)
-    logits = _matmul_t(q, look_around(k, n_before, n_after))  # (B, H, n_c, C, W)
-    logits, keep = mask_logits(logits, pos, k_pos, causal=causal, key_valid=valid, self_mask=True)
-    if group is not None:
-        same = group[..., :, None] == look_around(group, n_before, n_after)[..., None, :]
-        xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=~same)
-        keep = same if keep is None else keep & same  # (B, H, n_c, C, W)
-        del same
-    # In place from here on: the (B, H, n_c, C, W) logits are the largest array of the layer.
-    if log_count is not None:
-        logits -= log_count
-        del log_count
-    top = xp.max(logits, axis=-1, keepdims=True)  # (B, H, n_c, C, 1) subtracted for stability
-    logits -= top
-    probs = xp.exp(logits, out=logits)  # (B, H, n_c, C, W)
-    total = xp.sum(probs, axis=-1, keepdims=True)
-    probs /= total
-    lse = (top + xp.log(total))[..., 0]  # (B, H, n_c, C)
-    out = xp.matmul(probs, look_around(v, n_before, n_after))  # (B, H, n_c, C, Dv)
-    return out, lse, probs, keep
+    out = xp.empty(q.shape[:4] + v.shape[4:], dtype=q.dtype)  # (B, H, n_c, C, Dv)
+    top = xp.empty(q.shape[:4], dtype=q.dtype)
+    total = xp.empty(q.shape[:4], dtype=q.dtype)
+    for chunks, index in _blocks(q.shape, win, xp):
+        logits, _, _ = _block_logits(q, k, chunks, index, win)  # (B, H, m, C, W)
+        block_top = xp.max(logits, axis=-1, keepdims=True)  # subtracted for stability
+        logits -= block_top
+        weights = xp.exp(logits, out=logits)  # unnormalised, in place
+        block_total = xp.sum(weights, axis=-1, keepdims=True)
+        out[:, :, chunks] = xp.matmul(weights, window_of(v, index)) / block_total
+        top[:, :, chunks], total[:, :, chunks] = block_top[..., 0], block_total[..., 0]
+    return out, top, total
 
 
-def window_attention_backward(dout, row, probs, keep, q, k, v, *, n_before, n_after):
-    """Gradients of window attention, given the weights each query finally gave each window slot.
+def window_attention_backward(dout, row, top, scale, q, k, v, win: Window):
+    """Gradients of window attention, recomputing each block's weights from ``top`` and ``scale``.
 
-    With P the weights (one softmax per query over all the slots it attends to, possibly across
-    several rounds), out_i = sum P_is v_s and S the logits:
+    The weight of window slot s for query i is P_is = exp(logit_is - top_i) * scale_i: with
+    scale = 1 / total that is the forward's softmax; LSH attention passes its round weight over
+    total, the weight each slot finally gets (one softmax over all slots, across rounds). With
+    out_i = sum P_is v_s and S the logits:
 
         dv_s = sum_i P_is dout_i,   dS_is = P_is (dout_i . v_s - dout_i . out_i),
 
     then dq_i = sum_s dS_is k_s and dk_s = sum_i dS_is q_i. Logits replaced by a mask constant
-    (``keep`` False) get no gradient. ``row`` is dout_i . out_i with out_i the query's final output.
+    get no gradient. ``row`` is dout_i . out_i with out_i the query's final output.
 
     Args:
         dout: (B, H, n_c, C, Dv) upstream gradient of each query slot.
         row: (B, H, n_c, C) dout . out per query slot.
-        probs: (B, H, n_c, C, W) the weights P; keep: bool broadcastable to probs.
-        q, k, v: (B, H, n_c, C, .) as given to :func:`window_attention_forward`.
+        top, scale: (B, H, n_c, C), see above.
+        q, k, v, win: as given to :func:`window_attention_forward`.
 
     Returns:
         ``(dq, dk, dv)`` shaped like q, k, v (per slot; keys and values summed over the windows
         that saw them).
     """
-    xp = backend.array_module(dout, probs)
-    # Each window-sized array lives only for its one product (see window_attention_forward), and
-    # the (..., C, W) weights enter the products as transposed views, never as copies.
-    dv = look_around_backward(xp.matmul(probs.swapaxes(-1, -2), dout), n_before, n_after)
-    dlogits = _matmul_t(dout, look_around(v, n_before, n_after))  # (B, H, n_c, C, W); in place:
-    dlogits -= row[..., None]
-    dlogits *= probs
-    if keep is not None:
-        xp.copyto(dlogits, xp.asarray(0, dtype=dlogits.dtype), where=~keep)
-    dq = xp.matmul(dlogits, look_around(k, n_before, n_after))  # (B, H, n_c, C, Dh)
-    dk = look_around_backward(xp.matmul(dlogits.swapaxes(-1, -2), q), n_before, n_after)
+    xp = backend.array_module(dout, q)
+    dq = xp.empty_like(q)
+    dk, dv = xp.zeros_like(k), xp.zeros_like(v)
+    for chunks, index in _blocks(q.shape, win, xp):
+        weights, keep, k_win = _block_logits(q, k, chunks, index, win)  # (B, H, m, C, W)
+        weights -= top[:, :, chunks, :, None]
+        weights = xp.exp(weights, out=weights)
+        weights *= scale[:, :, chunks, :, None]  # P, as the forward used it
+        d_out = dout[:, :, chunks]  # (B, H, m, C, Dv)
+        add_window(dv, xp.matmul(weights.swapaxes(-1, -2), d_out), index)
+        dlogits = xp.matmul(d_out, xp.ascontiguousarray(window_of(v, index).swapaxes(-1, -2)))
+        dlogits -= row[:, :, chunks, :, None]
+        dlogits *= weights  # (B, H, m, C, W)
+        if keep is not None:
+            xp.copyto(dlogits, xp.asarray(0, dtype=dlogits.dtype), where=~keep)
+        dq[:, :, chunks] = xp.matmul(dlogits, k_win)  # (B, H, m, C, Dh)
+        add_window(dk, xp.matmul(dlogits.swapaxes(-1, -2), q[:, :, chunks]), index)
     return dq, dk, dv
+
+
+def window_weights(q, k, top, scale, win: Window):
+    """The (B, H, n_c, C, W) weights P = exp(logits - top) * scale and keep mask, all chunks at
+    once: for inspection and plots of small examples (the attention never holds them whole)."""
+    xp = backend.array_module(q, k)
+    index = window_index(0, q.shape[2], q.shape[2], win.n_before, win.n_after, xp)
+    logits, keep, _ = _block_logits(q, k, slice(None), index, win)
+    logits -= top[..., None]
+    weights = xp.exp(logits, out=logits)
+    weights *= scale[..., None]
+    return weights, keep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,13 +300,12 @@ class LocalAttentionCache(NamedTuple):
     q: object  # (B, H, n_c, C, Dh) queries (the padded qk) in chunks
     k: object  # (B, H, n_c, C, Dh) unit-norm keys in chunks
     v: object  # (B, H, n_c, C, Dv) values in chunks
-    probs: object  # (B, H, n_c, C, W) attention weights over each chunk's window
-    keep: object  # bool broadcastable to probs: False where a logit was a mask constant
+    top: object  # (B, H, n_c, C) each query's largest logit
+    total: object  # (B, H, n_c, C) its sum of exp(logit - top): the weights are recomputable
     out: object  # (B, H, n_c, C, Dv) outputs in chunks
     unit: object  # UnitNormCache of the padded keys
     length: int  # L, before padding
-    n_before: int
-    n_after: int
+    window: Window  # positions, masks and window of the logits
 
 
 def local_attention_forward(
@@ -278,36 +344,27 @@ def local_attention_forward(
     q = pad_length_axis(qk, padded)  # (B, H, Lp, Dh)
     keys, unit = unit_norm_forward(q)  # (B, H, Lp, Dh); padding stays 0
     valid = key_validity(mask, batch, n_heads, length, padded)
-    pos = xp.arange(padded).reshape(1, 1, n_chunks, chunk_len)
     # a chunk that appears several times in a window (short sequences) is counted once
     offsets = xp.arange(-n_chunks_before, n_chunks_after + 1)  # (n_blocks,)
     mult = window_multiplicity(offsets, n_chunks, n_chunks_before, n_chunks_after)
     log_count = None
     if bool(xp.any(mult > 1)):
-        log_count = xp.repeat(xp.log(mult.astype(qk.dtype)), chunk_len)  # (W,)
-    out, _, probs, keep = window_attention_forward(
-        chunks(q),
-        chunks(keys),
-        chunks(pad_length_axis(v, padded)),
-        pos,
+        log_mult = xp.repeat(xp.log(mult.astype(qk.dtype)), chunk_len)  # (W,)
+
+        def log_count(chunks_, index):  # the same for every query
+            return log_mult
+
+    win = Window(
+        pos=xp.arange(padded).reshape(1, 1, n_chunks, chunk_len),
         n_before=n_chunks_before,
         n_after=n_chunks_after,
         causal=causal,
         key_valid=None if valid is None else chunks(valid),
         log_count=log_count,
-    )  # out (B, H, n_c, C, Dv)
-    cache = LocalAttentionCache(
-        chunks(q),
-        chunks(keys),
-        chunks(pad_length_axis(v, padded)),
-        probs,
-        keep,
-        out,
-        unit,
-        length,
-        n_chunks_before,
-        n_chunks_after,
     )
+    q, keys, v = chunks(q), chunks(keys), chunks(pad_length_axis(v, padded))
+    out, top, total = window_attention_forward(q, keys, v, win)  # out (B, H, n_c, C, Dv)
+    cache = LocalAttentionCache(q, keys, v, top, total, out, unit, length, win)
     return out.reshape(batch, n_heads, padded, -1)[:, :, :length], cache
 
 
@@ -318,15 +375,13 @@ def local_attention_backward(dout, cache: LocalAttentionCache):
     the query and, through the unit-norm backward, as the key.
     """
     xp = backend.array_module(dout)
-    q, _, v, probs, keep, out, unit, length, n_before, n_after = cache
+    q, k, v, top, total, out, unit, length, win = cache
     batch, n_heads, n_chunks, chunk_len = q.shape[:4]
     check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
     padded = n_chunks * chunk_len
     dout = pad_length_axis(dout, padded).reshape(out.shape)  # (B, H, n_c, C, Dv)
     row = xp.sum(dout * out, axis=-1)  # (B, H, n_c, C)
-    dq, dk, dv = window_attention_backward(
-        dout, row, probs, keep, q, cache.k, v, n_before=n_before, n_after=n_after
-    )
+    dq, dk, dv = window_attention_backward(dout, row, top, 1 / total, q, k, v, win)
     dqk = dq.reshape(batch, n_heads, padded, -1) + unit_norm_backward(
         dk.reshape(batch, n_heads, padded, -1), unit
     )

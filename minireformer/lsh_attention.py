@@ -36,20 +36,23 @@ R hash rounds, K buckets, C chunk length, n_c = R*Lp/C chunks, W window width.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 from . import backend, lsh
 from .attention import unit_norm_backward, unit_norm_forward
 from .checks import check_array, check_bool, check_float_array, check_grad, check_positive_int
 from .chunked_attention import (
+    Window,
     check_chunked_inputs,
     gather,
     key_validity,
-    look_around,
     pad_length_axis,
     padded_length,
     window_attention_backward,
     window_attention_forward,
+    window_of,
+    window_weights,
 )
 
 __all__ = [
@@ -64,16 +67,44 @@ class LSHAttentionCache(NamedTuple):
     rotations: object  # (Dh, R, K/2) or (H, Dh, R, K/2): pass back to forward to replay
     order: object  # (B, H, R*Lp) int: sorted slot -> copy index r*Lp + position
     inverse: object  # (B, H, R*Lp) int: copy index -> sorted slot
-    probs: object  # (B, H, n_c, C, W) final weight of each window slot (rounds combined)
-    keep: object  # bool broadcastable to probs: False where a logit was a mask constant
+    top: object  # (B, H, n_c, C) each query slot's largest logit in its window
+    scale: object  # (B, H, n_c, C) its round weight over its sum: weights exp(S - top) * scale
     lse: object  # (B, H, L) log-sum-exp of the (corrected) logits over all rounds
     qk: object  # (B, H, Lp, Dh) padded queries
     v: object  # (B, H, Lp, Dv) padded values
     out: object  # (B, H, Lp, Dv) padded output
     unit: object  # UnitNormCache of the padded keys
     chunk_len: int
-    n_before: int
-    n_after: int
+    window: Window  # sorted positions, masks, duplicate counts: the logits' recipe
+
+    @property
+    def n_before(self) -> int:
+        return self.window.n_before
+
+    @property
+    def n_after(self) -> int:
+        return self.window.n_after
+
+    @property
+    def probs(self):
+        """(B, H, n_c, C, W) the final weight of every window slot (rounds combined), recomputed
+        on demand for inspection: the forward and backward never hold it whole."""
+        return self._weights()[0]
+
+    @property
+    def keep(self):
+        """Bool broadcastable to :attr:`probs`: False where a logit was a mask constant."""
+        return self._weights()[1]
+
+    def _weights(self):
+        tokens = self.order % self.qk.shape[2]  # (B, H, R*Lp)
+        batch, n_heads = tokens.shape[:2]
+
+        def sorted_chunks(x):
+            return gather(x, tokens).reshape((batch, n_heads, -1, self.chunk_len) + x.shape[3:])
+
+        q, k = sorted_chunks(self.qk), sorted_chunks(self.unit.unit)
+        return window_weights(q, k, self.top, self.scale, self.window)
 
 
 def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
@@ -113,8 +144,8 @@ def _check_buckets(buckets, shape, n_buckets):
         raise ValueError(f"buckets: expected ids in [0, {n_buckets}), got values in [{lo}, {hi}]")
 
 
-def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, across):
-    """N for every (query slot, window slot): how often that key is attended by that query.
+def _duplicate_counts(chunk_of, codes, tokens, chunks, index, *, n_before, n_after, across):
+    """N for the queries of some chunks and their windows: how often each key is attended.
 
     Counted without any L x L array, as trax does, by comparing "locations": in round r, key j
     is d chunks after query i (d in [-n_before, n_after]) iff chunk_r(j) = (chunk_r(i) + d) mod
@@ -123,44 +154,41 @@ def _duplicate_counts(inverse, codes, tokens, *, chunk_len, n_before, n_after, a
     round-r window. Each match is one occurrence of j among the keys i attends to.
 
     Args:
-        inverse: (B, H, R*Lp) sorted slot of each copy; codes: (B, H, R, Lp) bucket + offset.
+        chunk_of: (B, H, R, Lp) sorted chunk of each copy; codes: (B, H, R, Lp) bucket + offset.
         tokens: (B, H, n_c, C) position held by each sorted slot.
+        chunks, index: a slice of m query chunks and their window_index (m, n_blocks).
 
     Returns:
-        int array (B, H, n_c, C, W).
+        int16 array (B, H, m, C, W).
     """
-    xp = backend.array_module(inverse, codes)
+    xp = backend.array_module(chunk_of, codes)
     batch, n_heads, n_rounds, _ = codes.shape
-    n_chunks = tokens.shape[2]
-    chunk_of = (inverse // chunk_len).reshape(codes.shape)  # (B, H, R, Lp)
-    bucket_part = 0 if across else codes * n_chunks  # (B, H, R, Lp) or 0
-    q_tok = tokens.reshape(batch, n_heads, -1)  # (B, H, R*Lp)
-    k_tok = look_around(tokens, n_before, n_after).reshape(batch, n_heads, -1)  # (B, H, n_c*W)
-    q_shape, k_shape = (batch, n_heads, n_chunks, chunk_len, 1), (batch, n_heads, n_chunks, 1, -1)
-    # where each slot's key is in every round: (bucket code,) chunk; R x (B, H, n_c, 1, W)
-    locations = bucket_part + chunk_of  # (B, H, R, Lp)
+    n_chunks, m = tokens.shape[2], index.shape[0]
+    q_tok = tokens[:, :, chunks].reshape(batch, n_heads, -1)  # (B, H, m*C)
+    k_tok = window_of(tokens, index).reshape(batch, n_heads, -1)  # (B, H, m*W)
+    q_shape, k_shape = (batch, n_heads, m, -1, 1), (batch, n_heads, m, 1, -1)
+    # where each copy is in its round: (bucket code,) chunk; R x (B, H, m, 1, W) for the keys
+    locations = chunk_of if across else codes * n_chunks + chunk_of  # (B, H, R, Lp)
     k_loc = [gather(locations[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
-    n_window = (n_before + 1 + n_after) * chunk_len  # W
-    # (B, H, n_c, C, W); int16 suffices: N <= R * R * (W / C), a few dozen at most
-    counts = xp.zeros(tokens.shape + (n_window,), dtype=xp.int16)
-    # loops over rounds and window offsets; each step is vectorised over B, H and all slots and
-    # keeps the intermediates at the size of the logits rather than R (or R^2) times it
+    # int16 suffices: N <= R * R * (W / C), a few dozen at most
+    counts = xp.zeros((batch, n_heads, m, tokens.shape[3], k_loc[0].shape[-1]), dtype=xp.int16)
     for r in range(n_rounds):
-        part = 0 if across else bucket_part[:, :, r]
+        q_chunk = gather(chunk_of[:, :, r], q_tok)  # (B, H, m*C)
+        q_code = 0 if across else gather(codes[:, :, r], q_tok) * n_chunks
         for d in range(-n_before, n_after + 1):
-            # the location a key d chunks from i in round r has: (B, H, n_c, C, 1)
-            want = gather(part + (chunk_of[:, :, r] + d) % n_chunks, q_tok).reshape(q_shape)
+            # the location a key d chunks from i in round r has: (B, H, m, C, 1)
+            want = (q_code + (q_chunk + d) % n_chunks).reshape(q_shape)
             for r2 in range(n_rounds) if across else (r,):
-                counts += k_loc[r2] == want  # (B, H, n_c, C, W)
+                counts += k_loc[r2] == want  # (B, H, m, C, W)
     return counts
 
 
-def _log_duplicate_counts(inverse, codes, tokens, dtype, **kwargs):
-    """log N as ``dtype`` (B, H, n_c, C, W), with N = 0 (a key masked as another bucket's)
+def _log_duplicate_counts(chunk_of, codes, tokens, dtype, chunks, index, **kwargs):
+    """log N as ``dtype`` (B, H, m, C, W), with N = 0 (a key masked as another bucket's)
     counted as 1; see :func:`_duplicate_counts` for the arguments."""
-    xp = backend.array_module(inverse)
-    log_count = _duplicate_counts(inverse, codes, tokens, **kwargs).astype(dtype)
-    return xp.log(xp.maximum(log_count, 1, out=log_count), out=log_count)  # in place
+    xp = backend.array_module(chunk_of)
+    count = _duplicate_counts(chunk_of, codes, tokens, chunks, index, **kwargs).astype(dtype)
+    return xp.log(xp.maximum(count, 1, out=count), out=count)  # in place
 
 
 def lsh_attention_forward(
@@ -238,33 +266,33 @@ def lsh_attention_forward(
     v_pad = pad_length_axis(v, padded)  # (B, H, Lp, Dv)
     valid = key_validity(mask, batch, n_heads, length, padded)  # (B, H, Lp) or None
     slot_tokens = tokens.reshape(batch, n_heads, n_chunks, chunk_len)
-    group = None
-    if not attend_across_buckets:
-        group = gather(codes.reshape(batch, n_heads, -1), order).reshape(slot_tokens.shape)
-    out_s, lse_s, probs, keep = window_attention_forward(
-        sorted_chunks(q),
-        sorted_chunks(keys),
-        sorted_chunks(v_pad),
-        slot_tokens,
+    log_count = None
+    if not allow_duplicate_attention:  # evaluated block by block, in forward and backward
+        log_count = functools.partial(
+            _log_duplicate_counts,
+            (inverse // chunk_len).reshape(codes.shape),  # (B, H, R, Lp) chunk of each copy
+            codes,
+            slot_tokens,
+            qk.dtype,
+            n_before=n_chunks_before,
+            n_after=n_chunks_after,
+            across=attend_across_buckets,
+        )
+    win = Window(
+        pos=slot_tokens,
         n_before=n_chunks_before,
         n_after=n_chunks_after,
         causal=causal,
         key_valid=None if valid is None else sorted_chunks(valid),
-        group=group,
-        # built inside the call, so that no reference here keeps it alive once it is subtracted
-        log_count=None
-        if allow_duplicate_attention
-        else _log_duplicate_counts(
-            inverse,
-            codes,
-            slot_tokens,
-            qk.dtype,
-            chunk_len=chunk_len,
-            n_before=n_chunks_before,
-            n_after=n_chunks_after,
-            across=attend_across_buckets,
-        ),
-    )  # out_s (B, H, n_c, C, Dv), lse_s (B, H, n_c, C)
+        group=None
+        if attend_across_buckets
+        else gather(codes.reshape(batch, n_heads, -1), order).reshape(slot_tokens.shape),
+        log_count=log_count,
+    )
+    out_s, top_s, total_s = window_attention_forward(
+        sorted_chunks(q), sorted_chunks(keys), sorted_chunks(v_pad), win
+    )  # out_s (B, H, n_c, C, Dv); top_s, total_s (B, H, n_c, C)
+    lse_s = top_s + xp.log(total_s)  # (B, H, n_c, C)
 
     # unsort: each copy's output and log-sum-exp, then softmax over rounds of the lse
     out_r = gather(out_s.reshape(batch, n_heads, -1, out_s.shape[-1]), inverse)
@@ -278,24 +306,23 @@ def lsh_attention_forward(
     weights /= total  # softmax over rounds
     lse = (top + xp.log(total))[:, :, 0]  # (B, H, Lp)
     out = xp.sum(weights[..., None] * out_r, axis=2)  # (B, H, Lp, Dv)
-    # the final weight of each slot: its round's probability times the round's weight
-    probs *= gather(weights.reshape(batch, n_heads, -1), order).reshape(lse_s.shape)[..., None]
+    # the final weight of each slot is exp(S - top) / total times its round's weight
+    scale = gather(weights.reshape(batch, n_heads, -1), order).reshape(lse_s.shape) / total_s
 
     cache = LSHAttentionCache(
         buckets,
         rotations,
         order,
         inverse,
-        probs,
-        keep,
+        top_s,
+        scale,
         lse[:, :, :length],
         q,
         v_pad,
         out,
         unit,
         chunk_len,
-        n_chunks_before,
-        n_chunks_after,
+        win,
     )
     return out[:, :, :length], cache
 
@@ -306,13 +333,14 @@ def lsh_attention_backward(dout, cache: LSHAttentionCache):
     The rounds combined are one softmax per query over every slot it attends to in every round:
     with l_r = log sum_s exp(S_rs), out = sum_r softmax_r(l_r) o_r = sum_rs P_rs v_s where
     P_rs = exp(S_rs - logsumexp_r l_r). So the backward is a softmax backward over those slots
-    (chunked_attention.window_attention_backward with the cached P), replayed on the cached sort:
-    nothing is hashed again. Mask constants and the duplicate counts N_ij are constants: they
-    get no gradient. Each position's gradient is the sum over its R sorted copies; qk receives
-    its gradient as the query and, through the unit-norm backward, as the key.
+    (chunked_attention.window_attention_backward, which recomputes P block by block from the
+    cached per-slot ``top`` and ``scale``), replayed on the cached sort: nothing is hashed again.
+    Mask constants and the duplicate counts N_ij are constants: they get no gradient. Each
+    position's gradient is the sum over its R sorted copies; qk receives its gradient as the
+    query and, through the unit-norm backward, as the key.
     """
     xp = backend.array_module(dout)
-    _, _, order, inverse, probs, keep, _, q, v, out, unit, chunk_len, nb, na = cache
+    _, _, order, inverse, top, scale, _, q, v, out, unit, chunk_len, win = cache
     batch, n_heads, padded, _ = q.shape
     length = cache.buckets.shape[-1]
     check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
@@ -332,13 +360,12 @@ def lsh_attention_backward(dout, cache: LSHAttentionCache):
     dq, dk, dv = window_attention_backward(
         sorted_chunks(dout),
         sorted_chunks(row),
-        probs,
-        keep,
+        top,
+        scale,
         sorted_chunks(q),
         sorted_chunks(unit.unit),
         sorted_chunks(v),
-        n_before=nb,
-        n_after=na,
+        win,
     )
     dqk = unsort_sum(dq) + unit_norm_backward(unsort_sum(dk), unit)  # (B, H, Lp, Dh)
     return dqk[:, :, :length], unsort_sum(dv)[:, :, :length]

@@ -497,3 +497,33 @@ def test_bad_arrays():
     rot = np.full((4, 1, 1), np.nan)
     with pytest.raises(ValueError, match="rotations: expected finite"):
         lsh_attention_forward(qk, v, chunk_len=4, rotations=rot)
+
+
+@pytest.mark.parametrize("chunks_per_block", [1, 3])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mode", ["released", "paper", "dup", "across"])
+def test_blocks_of_chunks_change_nothing(monkeypatch, chunks_per_block, causal, mode):
+    """The window attention runs a few chunks at a time (chunked_attention.BLOCK_ELEMENTS);
+    with blocks of 1 or 3 chunks, windows that straddle blocks and wrap around, the output still
+    equals the loop reference and the gradients equal those of a single block."""
+    from minireformer import chunked_attention
+
+    rng = np.random.default_rng(21)
+    b, h, length, chunk_len, nb, na = 2, 2, 23, 4, 1, 1
+    qk, v, mask = make_inputs(rng, b, h, length, 3, pad=True)
+    dout = rng.standard_normal(v.shape)
+    settings = dict(chunk_len=chunk_len, n_hashes=3, n_buckets=4, causal=causal, nb=nb, na=na,
+                    mode=mode)  # fmt: skip
+    out1, cache1, across, dup = run(qk, v, mask, rng=np.random.default_rng(0), **settings)
+    grads1 = lsh_attention_backward(dout, cache1)
+    width = (nb + 1 + na) * chunk_len
+    monkeypatch.setattr(
+        chunked_attention, "BLOCK_ELEMENTS", chunks_per_block * b * h * chunk_len * width
+    )
+    out, cache, _, _ = run(qk, v, mask, rng=np.random.default_rng(0), **settings)
+    ref = loop_reference(qk, v, cache.buckets, 4, chunk_len, causal=causal, mask=mask, nb=nb,
+                         na=na, across=across, dup=dup)  # fmt: skip
+    assert np.max(np.abs(out - ref)) < 1e-10
+    assert np.max(np.abs(out - out1)) < 1e-12
+    for g, g1 in zip(lsh_attention_backward(dout, cache), grads1):
+        assert np.max(np.abs(g - g1)) < 1e-12
