@@ -30,14 +30,15 @@ _BACKENDS = ("numpy", "cupy")
 _xp: ModuleType | None = None
 
 
-def _load_cupy() -> ModuleType:
-    """Import CuPy and check that a GPU is visible, or explain what to install."""
+def load_cupy() -> ModuleType:
+    """Import CuPy and check that a GPU is visible; else ``RuntimeError`` saying what to install."""
     try:
         cupy = importlib.import_module("cupy")
     except ImportError as err:
         raise RuntimeError(
-            "backend 'cupy' needs the package cupy: install it with "
-            "`pip install minireformer[gpu]` (cupy-cuda12x) on a machine with an NVIDIA GPU"
+            "backend 'cupy' needs the package cupy on a machine with an NVIDIA GPU: install it "
+            "with `pip install 'minireformer[gpu]'` (CUDA 12, cupy-cuda12x) or "
+            "`pip install 'minireformer[gpu-cuda13]'` (CUDA 13, cupy-cuda13x)"
         ) from err
     try:
         n_gpus = cupy.cuda.runtime.getDeviceCount()
@@ -58,7 +59,7 @@ def set_backend(backend: str | ModuleType) -> ModuleType:
     if isinstance(backend, str):
         if backend not in _BACKENDS:
             raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
-        _xp = numpy if backend == "numpy" else _load_cupy()
+        _xp = numpy if backend == "numpy" else load_cupy()
     else:
         if not hasattr(backend, "asarray"):
             raise TypeError(f"backend: expected a name or an array module, got {type(backend)}")

@@ -2,6 +2,7 @@
 
 import ast
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ from minireformer import backend
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minireformer"
 # Host-side modules that may use NumPy directly: they measure, plot, prepare data, keep the
-# training loop's books (Generators, logs, checkpoint files) or draw samples on the CPU. Their
-# arrays reach the model through backend.asarray.
+# training loop's books (Generators, logs, checkpoint files), draw samples or grade exercises on
+# the CPU. Their arrays reach the model through backend.asarray and leave it through to_numpy.
 HOST_MODULES = {
     "backend.py",
     "memory.py",
@@ -26,6 +27,7 @@ HOST_MODULES = {
     "sampling.py",
     "cli.py",
     "experiments.py",
+    "grading.py",
 }
 
 
@@ -119,8 +121,7 @@ def _train_steps():
     """One training step of the baseline and of a Reformer with lsh, local and full layers."""
     from minireformer import model, reformer
 
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 11, size=(2, 12))
+    tokens = backend.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 12)))
     tcfg = model.TransformerConfig(
         vocab_size=11, d_model=16, n_heads=2, d_head=8, d_ff=32, n_layers=2, max_len=12
     )
@@ -162,6 +163,14 @@ def test_training_steps_run_through_the_backend_module(restore_backend):
     assert sum(wrapper.calls.values()) > 100
 
 
+def test_both_models_train_on_each_available_backend(backend_name):
+    """Parametrised over the backends (conftest.py): the CuPy case is skipped without a GPU."""
+    from minireformer import tree
+
+    got = _train_steps()
+    assert all(backend.array_module(g) is backend.get_xp() for g in tree.leaves(got[1:]))
+
+
 def test_describe_names_numpy_and_its_version():
     assert backend.describe() == f"NumPy {np.__version__} on the CPU"
 
@@ -182,3 +191,144 @@ def test_describe_names_the_gpu_under_cupy(restore_backend):
     fake.cuda = SimpleNamespace(Device=lambda: SimpleNamespace(id=0), runtime=runtime)
     backend.set_backend(fake)
     assert backend.describe() == "CuPy 14.0.0 on NVIDIA H200 (139 GiB)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The CuPy code paths, on the CuPy stand-in (conftest.FakeCupy)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_cupy_stand_in_refuses_what_cupy_refuses(fake_cupy):
+    """The stand-in is only a check if it fails where CuPy fails."""
+    x = backend.asarray([1.0, 2.0])
+    assert backend.array_module(x) is fake_cupy
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(x)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        x + np.ones(2)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        fake_cupy.matmul(np.ones(2), x)
+    assert isinstance(backend.to_numpy(x), np.ndarray) and fake_cupy.explicit_transfers == 1
+    assert float(fake_cupy.sum(x)) == 3.0 and fake_cupy.implicit_transfers == 1
+    assert backend.describe() == "CuPy 0.0-stand-in on Fake GPU (16 GiB)"
+
+
+def test_training_steps_on_the_cupy_stand_in_match_numpy(fake_cupy):
+    """Both models (lsh, local and full attention, chunking, dropout, reversible blocks): the
+    same losses and gradients as on NumPy, and every gradient stays on the device."""
+    from minireformer import tree
+
+    backend.set_backend("numpy")
+    expected = _train_steps()
+    backend.set_backend(fake_cupy)
+    got = _train_steps()
+    assert got[0] == expected[0] and got[2] == expected[2]
+    for a, b in zip(tree.leaves(got[1:]), tree.leaves(expected[1:]), strict=True):
+        assert backend.array_module(a) is fake_cupy
+        np.testing.assert_array_equal(backend.to_numpy(a), b)
+
+
+def _tiny_run(out, progress=False):
+    """Six steps of a one-layer LSH Reformer on the duplication task, checkpointed to ``out``."""
+    from minireformer import data, reformer, train
+
+    config = reformer.ReformerConfig(
+        vocab_size=8, d_model=16, n_heads=2, d_ff=32, n_layers=1, chunk_len=4, max_len=16
+    )
+    settings = train.TrainConfig(
+        steps=6, batch_size=4, warmup=2, eval_every=3, eval_batches=1, checkpoint_every=3, seed=5
+    )
+    task = data.DuplicationTask(n_symbols=7, word_len=7, eval_seed=99)
+    return train.train(config, settings, task, out=out, progress=progress)
+
+
+def test_training_on_the_cupy_stand_in_matches_numpy_and_syncs_little(fake_cupy, tmp_path):
+    """Training (Adam, evaluation, progress bar, checkpoints) on the device gives NumPy's run,
+    and the host waits for the device a bounded number of times per step: the loss, the gradient
+    norm and the checks at the public boundaries (about 30 a step for this one-layer model).
+    A finiteness check per parameter array (17 of them) would add 17 a step and fail here."""
+    from minireformer import tree
+
+    backend.set_backend("numpy")
+    expected = _tiny_run(tmp_path / "cpu.npz")
+    backend.set_backend(fake_cupy)
+    got = _tiny_run(tmp_path / "gpu.npz", progress=True)
+    np.testing.assert_array_equal(got.log[:, :4], expected.log[:, :4])
+    for a, b in zip(tree.leaves(got.params), tree.leaves(expected.params), strict=True):
+        assert backend.array_module(a) is fake_cupy
+        np.testing.assert_array_equal(backend.to_numpy(a), b)
+    assert fake_cupy.implicit_transfers <= 40 * got.step, fake_cupy.implicit_transfers
+
+
+def test_a_checkpoint_written_on_the_device_loads_on_the_host_and_back(fake_cupy, tmp_path):
+    from minireformer import checkpoint, tree
+
+    run = _tiny_run(tmp_path / "run.npz")
+    on_device = checkpoint.load(tmp_path / "run.npz")
+    backend.set_backend("numpy")
+    on_host = checkpoint.load(tmp_path / "run.npz")
+    for a, b, c in zip(*(tree.leaves(r) for r in (run.params, on_host.params, on_device.params))):
+        assert type(b) is np.ndarray and backend.array_module(c) is fake_cupy
+        np.testing.assert_array_equal(b, backend.to_numpy(a))
+        np.testing.assert_array_equal(b, backend.to_numpy(c))
+
+
+def test_sampling_on_the_cupy_stand_in_matches_numpy(fake_cupy):
+    from minireformer import sampling, tree
+
+    run = _tiny_run(None)
+
+    def sample(params):
+        return sampling.generate(
+            params, run.config, np.array([0, 3]), 5, rng=np.random.default_rng(7), top_k=3
+        )
+
+    on_device = sample(run.params)
+    backend.set_backend("numpy")
+    np.testing.assert_array_equal(on_device, sample(tree.map_tree(backend.to_numpy, run.params)))
+
+
+def test_memory_is_measured_from_the_cupy_pool(fake_cupy):
+    """memory.measure_peak on CuPy watches the pool through cupy.cuda.using_allocator: arrays
+    from before are excluded, temporaries count while alive, nested calls see their own peak
+    and raise the enclosing one."""
+    from minireformer import memory
+
+    held = fake_cupy.ones(10**6)  # 8 MB allocated before the measurements
+    mb8 = 8 * 10**6  # a multiple of the pool's 512-byte blocks
+
+    def inner():
+        return fake_cupy.ones(10**6)[:1]  # 8 MB, kept alive by the returned view
+
+    def outer():
+        x = fake_cupy.ones(10**6)  # 8 MB alive while inner runs
+        _, inner_peak = memory.measure_peak(inner)
+        return inner_peak, x[:1]
+
+    assert memory.measure_peak(lambda: (held * 2.0) * 3.0)[1] == 2 * mb8  # temporary + result
+    (inner_peak, _), outer_peak = memory.measure_peak(outer)
+    assert inner_peak == mb8 and outer_peak == 2 * mb8
+
+
+@pytest.mark.slow
+def test_the_gpu_comparisons_run_against_the_cupy_stand_in():
+    """tests/test_gpu.py, skipped without a GPU, is itself run here with the stand-in as cupy
+    (conftest's MINIREFORMER_TEST_FAKE_CUPY): every comparison runs, none is skipped."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            str(Path(__file__).with_name("test_gpu.py")),
+        ],
+        env={**os.environ, "MINIREFORMER_TEST_FAKE_CUPY": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
