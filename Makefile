@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOK_SOURCES := $(sort $(wildcard notebooks/[0-9]*.py))
 
-.PHONY: install notebooks test lint lab benchmarks reproduce clean
+.PHONY: install notebooks test lint lab bench bench-quick benchmarks reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,16 +37,44 @@ test: lint
 	MINIREFORMER_FIGURES="$$(mktemp -d)" \
 		$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:randomly notebooks
 
-# One BLAS thread, as the README's numbers were measured: steadier timings on a shared CPU.
-benchmarks: $(STAMP)
-	@for b in $(sort $(wildcard benchmarks/bench_*.py)); do \
-		OPENBLAS_NUM_THREADS=1 $(BIN)/python $$b || exit 1; \
+# Every benchmark (about 25 minutes here): JSON in benchmarks/results/, figures in figures/bench_*.png.
+# `make bench QUICK=1` (or `make bench-quick`) runs them at toy sizes in under a minute, writing
+# into benchmarks/results/quick/ instead. One BLAS thread, as the README's numbers were measured:
+# steadier timings on a shared CPU.
+BENCH_SCRIPTS := $(sort $(wildcard benchmarks/bench_*.py))
+bench: $(STAMP)
+	@for b in $(BENCH_SCRIPTS); do \
+		echo "running $$b"; \
+		OPENBLAS_NUM_THREADS=1 $(BIN)/python $$b $(if $(QUICK),--quick) || exit 1; \
 	done
+
+bench-quick:
+	$(MAKE) bench QUICK=1
+
+benchmarks: bench
 
 # Retrain every shipped model and rewrite results/*.json (over an hour on 2 cores). Resumable:
 # each run checkpoints under runs/, and a stopped `make reproduce` continues where it was.
 reproduce: $(STAMP)
 	$(BIN)/minireformer reproduce
+
+# Side by side with Hugging Face's PyTorch Reformer (issue 10): a separate .venv-compare with the
+# `compare` extra (CPU torch, transformers 4.57.6), never part of `make test`. Each measurement runs
+# in a fresh process; results in benchmarks/results/compare_hf.json, figures/bench_compare_hf.png.
+# The full run (L = 4,096, 16,384, 65,536) takes hours on 2 cores; stopped, it continues with
+# `make bench-compare COMPARE_ARGS=--resume`; `COMPARE_ARGS="--quick"` is a smoke run.
+COMPARE_VENV := .venv-compare
+COMPARE_ARGS ?=
+
+$(COMPARE_VENV)/.installed-stamp: pyproject.toml
+	test -x $(COMPARE_VENV)/bin/python || $(PYTHON) -m venv $(COMPARE_VENV)
+	$(COMPARE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPARE_VENV)/bin/python -m pip install --quiet -e ".[compare]"
+	touch $@
+
+.PHONY: bench-compare
+bench-compare: $(COMPARE_VENV)/.installed-stamp
+	$(COMPARE_VENV)/bin/python benchmarks/compare_hf.py $(COMPARE_ARGS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

@@ -1,4 +1,4 @@
-"""Benchmark: peak memory and time of one Reformer training step on a 65,536-token sequence.
+"""Benchmark: peak memory and time of one Reformer LM training step, L = 4,096 ... 65,536 tokens.
 
 The claim checked (paper section 5 and Table 3): with LSH attention, reversible layers and chunked
 feed-forward / loss, one training step on a long sequence needs memory roughly proportional to
@@ -8,11 +8,12 @@ stored activations, full attention and no chunking needs ``max(b l d_ff, b n_h l
 What it runs (float32, one sequence, batch 1):
 
 1. the Reformer: 6 layers, d_model 256, 4 heads, d_ff 1024, 4 hash rounds, chunk 64, vocab 256,
-   reversible, chunked feed-forward and loss, attention one head at a time, on L = 65,536 tokens;
+   reversible, chunked feed-forward and loss, attention one head at a time (``common.LM_SETUPS``);
    peak NumPy memory (tracemalloc, :func:`minireformer.memory.measure_peak`) and wall time of
-   ``loss_and_grads``; plus the peak of each component on its own, to show where the memory goes
-   (measured first at L/16, L/8, L/4, and extrapolated: the step at L runs only if it fits
-   ``--max-gib``);
+   ``loss_and_grads`` at L = 4,096, 8,192, 16,384, 32,768 and then 65,536 (the first call traced
+   for the peak, then timed calls: median, min, max, :func:`common.time_call`); plus the peak of
+   each component on its own, to show where the memory goes (the shorter lengths' attention peaks
+   are extrapolated: the step at 65,536 runs only if it fits ``--max-gib``);
 2. the same model with stored activations, full attention and no chunking (the "Transformer" row
    of Table 3), at L = 512, 1024, 2048, ... doubled while the Table 3 prediction and the measured
    peak stay under a memory budget and the step under a time budget: the largest L that fits;
@@ -29,70 +30,37 @@ Usage: ``python benchmarks/bench_reformer_memory.py [--quick] [--budget-gib 4] [
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
+import common
 import numpy as np
+from common import GiB, MiB, log
 
-from minireformer import chunking, lsh, memory, plotting, reformer
+from minireformer import chunking, lsh, memory, reformer
 
-GIB = 2**30
-RESULTS = Path(__file__).resolve().parent / "results"
-MiB = 2**20
-
-# The issue's model: 6 layers, d_model 256, 4 heads, d_ff 1024, 4 hashes, chunk 64, vocab 256.
+# The issue's model (common.LM_SETUPS), the lengths of its training steps, and the baseline's start.
 FULL = dict(
-    model=dict(vocab_size=256, d_model=256, n_heads=4, d_ff=1024, n_layers=6),
-    n_hashes=4,
-    chunk_len=64,
-    ff_chunk=2048,
-    loss_chunk=2048,
-    n_parallel_heads=1,  # attend one head at a time (trax's knob): same numbers, 1/H the memory
+    **common.LM_SETUPS["full"],
+    ladder=(4096, 8192, 16384, 32768),
     target_len=65_536,
-    axial_shape=(256, 256),
     baseline_start=512,
+    repeats=3,
+    step_budget_s=60.0,
 )
 QUICK = dict(
-    model=dict(vocab_size=32, d_model=32, n_heads=2, d_ff=64, n_layers=2),
-    n_hashes=2,
-    chunk_len=16,
-    ff_chunk=64,
-    loss_chunk=64,
-    n_parallel_heads=1,
+    **common.LM_SETUPS["quick"],
+    ladder=(128, 256, 512),
     target_len=1024,
-    axial_shape=(32, 32),
     baseline_start=64,
+    repeats=2,
+    step_budget_s=5.0,
 )
-
-
-def log(message: str) -> None:
-    """Progress output, flushed at once (the full run takes minutes)."""
-    print(message, flush=True)
 
 
 def reformer_config(setup: dict, length: int) -> reformer.ReformerConfig:
     """The Reformer: LSH attention, reversible, chunked feed-forward and loss, axial positions."""
-    return reformer.ReformerConfig(
-        **setup["model"],
-        attention_types=("lsh",),
-        n_hashes=setup["n_hashes"],
-        chunk_len=setup["chunk_len"],
-        ff_chunk=setup["ff_chunk"],
-        loss_chunk=setup["loss_chunk"],
-        n_parallel_heads=setup["n_parallel_heads"],
-        causal=True,
-        positional="axial",
-        axial_shape=setup["axial_shape"],
-        max_len=max(length, 2),
-        reversible=True,
-        dtype="float32",
-    )
+    return common.reformer_config(setup, length)
 
 
 def baseline_config(setup: dict, length: int) -> reformer.ReformerConfig:
@@ -123,8 +91,14 @@ def table3(setup: dict, arch: str, length: int) -> int:
     )
 
 
-def training_step(config: reformer.ReformerConfig, length: int, seed: int = 0) -> dict:
+def training_step(
+    config: reformer.ReformerConfig, length: int, seed: int = 0, *, setup: dict | None = None
+) -> dict:
     """One ``loss_and_grads`` call on random tokens: peak bytes (parameters excluded), seconds.
+
+    The first call runs under ``memory.measure_peak`` (its time is ``"seconds"``). With
+    ``setup``, it also serves as the warm-up of ``setup["repeats"]`` timed calls without tracing
+    (fewer if they would exceed ``setup["step_budget_s"]``), reported under ``"time"``.
 
     A ``RuntimeError`` raised by the library (for example a reversible recomputation that refuses
     to go on) is recorded under ``"error"``; the peak is then the peak up to the failure.
@@ -145,13 +119,24 @@ def training_step(config: reformer.ReformerConfig, length: int, seed: int = 0) -
     row = {
         "length": length,
         "peak_bytes": int(peak),
-        "peak_gib": peak / GIB,
+        "peak_gib": peak / GiB,
         "seconds": seconds,
         "param_bytes": memory.tree_nbytes(params),
     }
     if error is None:
         loss, grads = result
         row.update(loss=float(loss), grad_bytes=memory.tree_nbytes(grads))
+        del result, grads
+        if setup is not None:
+            row["time"] = common.time_call(
+                lambda: reformer.loss_and_grads(params, tokens, config, rng),
+                repeats=setup["repeats"],
+                warmup=0,
+                budget_s=setup["step_budget_s"],
+                estimate_s=seconds,
+            )
+            timing = row["time"]
+            log(f"    {timing['repeats']} timed step(s): median {timing['median_s']:.1f} s")
     else:
         row["error"] = f"{type(error).__name__}: {error}"
         log(f"    FAILED after {seconds:.1f} s (peak so far {peak / MiB:.1f} MiB): {row['error']}")
@@ -234,8 +219,8 @@ def baseline_sweep(setup: dict, budget_bytes: float, time_budget: float) -> list
                 break
         if predicted > budget_bytes:
             log(
-                f"  stop before L={length}: predicted {predicted / GIB:.2f} GiB > budget "
-                f"{budget_bytes / GIB:.2f} GiB"
+                f"  stop before L={length}: predicted {predicted / GiB:.2f} GiB > budget "
+                f"{budget_bytes / GiB:.2f} GiB"
             )
             break
         log(f"  baseline L={length}: predicted {predicted / MiB:.0f} MiB, running ...")
@@ -330,51 +315,39 @@ def plot(results: dict, setup: dict):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="toy sizes, seconds (smoke test)")
-    parser.add_argument(
-        "--budget-gib", type=float, default=4.0, help="memory budget of the baseline sweep"
-    )
-    parser.add_argument(
-        "--time-budget", type=float, default=120.0, help="seconds per baseline step, at most"
-    )
-    parser.add_argument(
-        "--max-gib",
-        type=float,
-        default=6.0,
-        help="do not run the Reformer at the target length if predicted above this",
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS / "reformer_memory.json")
-    parser.add_argument("--figure", default="bench_reformer_memory", help="figure name stem")
-    parser.add_argument(
-        "--no-components", action="store_true", help="skip the per-component breakdown"
-    )
-    args = parser.parse_args(argv)
+    def options(parser):
+        parser.add_argument(
+            "--budget-gib", type=float, default=4.0, help="memory budget of the baseline sweep"
+        )
+        parser.add_argument(
+            "--time-budget", type=float, default=120.0, help="seconds per baseline step, at most"
+        )
+        parser.add_argument(
+            "--max-gib",
+            type=float,
+            default=6.0,
+            help="do not run the Reformer at the target length if predicted above this",
+        )
+
+    args = common.parse_args(__doc__, argv, options)
     setup = QUICK if args.quick else FULL
-    budget = (64 * MiB) if args.quick else args.budget_gib * GIB
+    budget = (64 * MiB) if args.quick else args.budget_gib * GiB
     target = setup["target_len"]
 
     log(f"Reformer memory benchmark ({'quick' if args.quick else 'full'}): {setup['model']}")
     results = {
-        "setup": {k: v for k, v in setup.items()},
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "cpus": os.cpu_count(),
-            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "note": "wall-clock times on a shared CPU are noisy; peaks are tracemalloc's",
-        },
+        "setup": dict(setup),
+        "note": "wall-clock times on a shared CPU are noisy; peaks are tracemalloc's",
     }
 
     log("[1/4] Reformer at shorter lengths: where the memory goes, and how it grows ...")
-    ladder = [target // 16, target // 8, target // 4]
+    ladder = list(setup["ladder"])
     ref_rows = []
     for length in ladder:
         log(f"  L={length}: components")
         parts = components(setup, length)
         log(f"  L={length}: one training step ...")
-        row = training_step(reformer_config(setup, length), length)
+        row = training_step(reformer_config(setup, length), length, setup=setup)
         row.update(components=parts, table3_bytes=table3(setup, "reformer", length))
         if "error" not in row:
             log(f"    peak {row['peak_bytes'] / MiB:.1f} MiB, {row['seconds']:.1f} s")
@@ -385,13 +358,13 @@ def main(argv=None) -> dict:
     # to its measured peaks and extrapolate: a lower bound for the whole step.
     fit = np.polyfit(ladder, [r["components"]["attention_bytes"] for r in ref_rows], 2)
     predicted = float(np.polyval(fit, target))
-    log(f"  predicted peak of one attention sub-layer alone: {predicted / GIB:.2f} GiB")
-    if predicted > args.max_gib * GIB:
+    log(f"  predicted peak of one attention sub-layer alone: {predicted / GiB:.2f} GiB")
+    if predicted > args.max_gib * GiB:
         main_row = {
             "length": target,
             "skipped": (
                 f"not run: the attention sub-layer alone is predicted to need "
-                f"{predicted / GIB:.1f} GiB (fit to L={ladder}), above --max-gib {args.max_gib} "
+                f"{predicted / GiB:.1f} GiB (fit to L={ladder}), above --max-gib {args.max_gib} "
                 f"(this machine is shared)"
             ),
             "predicted_attention_bytes": int(predicted),
@@ -402,7 +375,7 @@ def main(argv=None) -> dict:
         log("  components")
         parts = components(setup, target)
         log("  one training step ...")
-        main_row = training_step(reformer_config(setup, target), target)
+        main_row = training_step(reformer_config(setup, target), target, setup=setup)
         main_row.update(components=parts, table3_bytes=table3(setup, "reformer", target))
         main_row["predicted_attention_bytes"] = int(predicted)
         main_row["max_rss_bytes_after"] = _max_rss()
@@ -463,9 +436,9 @@ def main(argv=None) -> dict:
         log(f"  Reformer, L={target}: step FAILED: {main_row['error']}")
     else:
         log(
-            f"  Reformer, L={target}: peak {main_row['peak_bytes'] / GIB:.2f} GiB "
-            f"(target < 2 GiB: {'met' if main_row['peak_bytes'] < 2 * GIB else 'NOT met'}), "
-            f"{main_row['seconds']:.0f} s"
+            f"  Reformer, L={target}: peak {main_row['peak_bytes'] / GiB:.2f} GiB "
+            f"(Table 3's Reformer row: {main_row['table3_bytes'] / MiB:.0f} MiB), "
+            f"{main_row.get('time', {}).get('median_s', main_row['seconds']):.0f} s"
         )
     log(f"  Table 3, Reformer at L={target}: {main_row['table3_bytes'] / MiB:.0f} MiB")
     for r in ref_rows:
@@ -484,19 +457,17 @@ def main(argv=None) -> dict:
     if base:
         log(
             f"  Baseline largest L that fits: {largest} "
-            f"(peak {base[-1]['peak_bytes'] / GIB:.2f} GiB, {base[-1]['seconds']:.1f} s)"
+            f"(peak {base[-1]['peak_bytes'] / GiB:.2f} GiB, {base[-1]['seconds']:.1f} s)"
         )
     log(
         f"  Table 3, Transformer at L={target}: "
-        f"{results['table3_transformer_at_target_bytes'] / GIB:.0f} GiB"
+        f"{results['table3_transformer_at_target_bytes'] / GiB:.0f} GiB"
     )
     for name, value in ratios.items():
         log(f"  {name}: {value:.2f}")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    fig_path = plotting.save_figure(plot(results, setup), args.figure)
-    log(f"wrote {args.out} and {fig_path}")
+    common.write_results(args, "reformer_memory", results)
+    common.save_figure(args, plot(results, setup), "bench_reformer_memory")
     return results
 
 
@@ -508,14 +479,6 @@ def _max_rss() -> int | None:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
     except (ImportError, AttributeError):
         return None
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 if __name__ == "__main__":

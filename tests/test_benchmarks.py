@@ -1,40 +1,147 @@
-"""Smoke test of benchmarks/bench_reformer_memory.py at toy sizes (seconds, not the benchmark).
+"""The benchmark suite at toy sizes (``--quick``, seconds): every script runs and writes complete,
+well-formed JSON and its figure; the analytic FLOP counts match the products the library makes.
 
-The benchmark itself takes minutes; here its functions run on the ``--quick`` setup so that a
-broken import, a renamed library function or a malformed results file is caught by ``make test``.
+No timing is asserted: the numbers are whatever this machine does. What is checked is the shape of
+the results (keys, types, positive finite numbers), so that a broken import, a renamed library
+function or a malformed results file is caught by ``make test``.
 """
 
-import importlib.util
+import importlib
 import json
+import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from minireformer import memory
+from minireformer import attention, lsh_attention, memory
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reformer_memory.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("bench_*.py"))
+TIMING_KEYS = {"median_s", "min_s", "max_s", "repeats", "warmup", "times_s"}
+# numbers that may be zero or negative: warm-up counts, and the fitted lines' coefficients
+SIGNED_KEYS = {"warmup", "intercept", "slope_per_token"}
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_reformer_memory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_module():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
-def test_quick_run_writes_results_and_figure(bench, tmp_path, monkeypatch):
-    monkeypatch.setenv("MINIREFORMER_FIGURES", str(tmp_path))
-    out = tmp_path / "reformer_memory.json"
-    results = bench.main(["--quick", "--no-components", "--out", str(out), "--figure", "bench"])
-    assert (tmp_path / "bench.png").exists()
-    saved = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def quick_results(bench_module, tmp_path_factory):
+    """Each script's ``main(["--quick"])`` into a temporary folder: {stem: (folder, saved JSON)}.
+
+    ``bench_<name>.py`` writes ``<name>.json`` and ``bench_<name>.png``.
+    """
+    out = tmp_path_factory.mktemp("bench")
+    results = {}
+    for stem in SCRIPTS:
+        bench_module(stem).main(["--quick", "--out-dir", str(out), "--figures-dir", str(out)])
+        saved = json.loads((out / f"{stem.removeprefix('bench_')}.json").read_text())
+        results[stem] = (out, saved)
+    return results
+
+
+def check_numbers(tree, path="results"):
+    """Every number in the tree is finite, and positive unless its key is in SIGNED_KEYS."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "machine":
+                assert all(v is None or isinstance(v, (str, int)) for v in value.values()), path
+                continue
+            if key in SIGNED_KEYS and isinstance(value, (int, float)):
+                assert math.isfinite(value), f"{path}.{key}"
+                continue
+            check_numbers(value, f"{path}.{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            check_numbers(value, f"{path}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        assert math.isfinite(tree) and tree > 0, f"{path} = {tree}"
+    else:
+        assert tree is None or isinstance(tree, (str, bool)), f"{path}: {type(tree).__name__}"
+
+
+def check_timing(row, path):
+    assert TIMING_KEYS <= set(row), f"{path}: missing {TIMING_KEYS - set(row)}"
+    assert row["min_s"] <= row["median_s"] <= row["max_s"], path
+    assert len(row["times_s"]) == row["repeats"] >= 1, path
+
+
+@pytest.mark.parametrize("stem", SCRIPTS)
+def test_quick_run_writes_well_formed_json_and_a_figure(quick_results, stem):
+    out, saved = quick_results[stem]
+    assert saved["quick"] is True and set(saved["machine"]) >= {"numpy", "backend", "cpus"}
+    check_numbers(saved)
+    assert (out / f"{stem}.png").exists()
+
+
+def test_attention_speed_results(quick_results, bench_module):
+    _, saved = quick_results["bench_attention_speed"]
+    setup = bench_module("bench_attention_speed").SETUPS["quick"]
+    assert [r["length"] for r in saved["full"]] == list(setup["full_lengths"])
+    assert set(saved["lsh"]) == {str(r) for r in setup["rounds"]} == set(saved["crossover"])
+    for rows in [saved["full"], *saved["lsh"].values()]:
+        for row in rows:
+            check_timing(row, row["kind"])
+            assert row["tokens"] == row["batch"] * row["length"] <= setup["tokens"]
+            assert row["us_per_token"] == pytest.approx(1e6 * row["median_s"] / row["tokens"])
+    for rounds, rows in saved["lsh"].items():
+        assert [r["length"] for r in rows] == list(setup["lsh_lengths"])
+        assert all(r["tokens"] == setup["tokens"] for r in rows), "LSH holds batch x L fixed"
+        assert saved["lsh_growth"][rounds] == pytest.approx(
+            rows[-1]["us_per_token"] / rows[0]["us_per_token"]
+        )
+        cross = saved["crossover"][rounds]
+        assert isinstance(cross["extrapolated"], bool) and cross["method"]
+
+
+def test_flop_rate_results(quick_results):
+    _, saved = quick_results["bench_flop_rate"]
+    lsh = saved["lsh"]
+    check_timing(lsh, "lsh")
+    assert lsh["flops"]["total"] == sum(lsh["flops"][k] for k in ("hash", "forward", "backward"))
+    assert lsh["gflops"] == pytest.approx(lsh["flops"]["total"] / lsh["median_s"] / 1e9)
+    for name in ("batched", "square"):
+        check_timing(saved[name], name)
+        assert saved[f"fraction_of_{name}"] == pytest.approx(lsh["gflops"] / saved[name]["gflops"])
+    top = saved["profile"]["top"]
+    assert top and all({"function", "own_s", "own_share", "cumulative_s"} <= set(r) for r in top)
+    assert sum(r["own_share"] for r in top) <= 1 + 1e-9
+
+
+def test_memory_results(quick_results, bench_module):
+    _, saved = quick_results["bench_memory"]
+    setup = bench_module("bench_memory").SETUPS["quick"]
+    assert {r["kind"] for r in saved["length"]} == set(setup["kinds"])
+    assert {(r["arch"], r["n_layers"]) for r in saved["depth"]} == {
+        (a, n) for a in bench_module("bench_memory").ARCHS for n in setup["depths"]
+    }
+    rows = saved["length"] + saved["depth"]
+    for row in rows:
+        assert row["relative_error"] == pytest.approx(
+            abs(row["model_bytes"] - row["measured_bytes"]) / row["measured_bytes"]
+        )
+        assert row["model_terms"], "the model names its terms"
+    assert saved["worst_relative_error"] == max(r["relative_error"] for r in rows)
+
+
+def test_lm_step_results(quick_results, bench_module):
+    _, saved = quick_results["bench_reformer_memory"]
+    bench = bench_module("bench_reformer_memory")
     assert saved["target_len"] == bench.QUICK["target_len"]
-
-    main_row = saved["reformer"][-1]
-    assert main_row["length"] == bench.QUICK["target_len"]
-    assert "error" not in main_row and main_row["peak_bytes"] > 0
-    assert main_row["table3_bytes"] == bench.table3(bench.QUICK, "reformer", main_row["length"])
+    steps = {r["length"]: r for r in saved["reformer"]}
+    for length in [*bench.QUICK["ladder"], bench.QUICK["target_len"]]:
+        row = steps[length]
+        assert "error" not in row and row["peak_bytes"] > 0, length
+        check_timing(row["time"], f"step L={length}")
+        assert row["table3_bytes"] == bench.table3(bench.QUICK, "reformer", length)
 
     base = saved["baseline"]
     assert len(base) >= 3 and saved["baseline_largest_len"] == base[-1]["length"]
@@ -44,7 +151,7 @@ def test_quick_run_writes_results_and_figure(bench, tmp_path, monkeypatch):
     assert base[-1]["peak_bytes"] > 2.5 * base[-2]["peak_bytes"]
     # at the baseline's largest L the Reformer needs less memory than the baseline
     assert saved["ratios"]["baseline_over_reformer_at_largest_baseline_len"] > 1
-    assert results["table3_transformer_at_target_bytes"] == memory.table3_memory(
+    assert saved["table3_transformer_at_target_bytes"] == memory.table3_memory(
         "transformer",
         batch=1,
         length=bench.QUICK["target_len"],
@@ -54,14 +161,16 @@ def test_quick_run_writes_results_and_figure(bench, tmp_path, monkeypatch):
     )
 
 
-def test_components_measure_each_part(bench):
+def test_components_measure_each_part(bench_module):
+    bench = bench_module("bench_reformer_memory")
     parts = bench.components(bench.QUICK, 256)
     for key in ("attention_bytes", "feedforward_bytes", "loss_bytes"):
         assert parts[key] > 0, key
     assert parts["stream_bytes"] == 256 * bench.QUICK["model"]["d_model"] * 4
 
 
-def test_baseline_sweep_stops_at_the_budget(bench):
+def test_baseline_sweep_stops_at_the_budget(bench_module):
+    bench = bench_module("bench_reformer_memory")
     rows = bench.baseline_sweep(bench.QUICK, budget_bytes=2 * 2**20, time_budget=60.0)
     assert rows, "the smallest length fits 2 MiB"
     for row in rows:
@@ -71,3 +180,35 @@ def test_baseline_sweep_stops_at_the_budget(bench):
         bench.table3(bench.QUICK, "transformer", 2 * last["length"]), 4 * last["peak_bytes"]
     )
     assert predicted_next > 2 * 2**20
+
+
+@pytest.mark.parametrize("length, n_hashes, causal", [(200, 3, True), (64, 1, False), (7, 2, True)])
+def test_lsh_flop_count_matches_the_products_made(bench_module, length, n_hashes, causal):
+    """The window products of the analytic count are exactly those lsh_attention makes."""
+    flops = bench_module("flops")
+    rng = np.random.default_rng(0)
+    qk, v, dout = rng.standard_normal((3, 2, 2, length, 8))
+
+    def step():
+        out, cache = lsh_attention.lsh_attention_forward(
+            qk, v, chunk_len=16, n_hashes=n_hashes, rng=rng, causal=causal
+        )
+        return lsh_attention.lsh_attention_backward(dout, cache)
+
+    _, counted = flops.count_matmul_flops(step)
+    count = flops.lsh_attention_flops(
+        batch=2, n_heads=2, length=length, d_head=8, n_hashes=n_hashes, chunk_len=16
+    )
+    assert counted == count["forward"] + count["backward"]
+
+
+def test_full_flop_count_matches_the_products_made(bench_module):
+    flops = bench_module("flops")
+    qk, v, dout = np.random.default_rng(1).standard_normal((3, 2, 3, 50, 8))
+
+    def step():
+        out, cache = attention.shared_qk_attention_forward(qk, v, causal=True)
+        return attention.shared_qk_attention_backward(dout, cache)
+
+    _, counted = flops.count_matmul_flops(step)
+    assert counted == flops.full_attention_flops(batch=2, n_heads=3, length=50, d_head=8)["total"]

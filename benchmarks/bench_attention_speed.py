@@ -1,0 +1,223 @@
+"""Benchmark: attention forward + backward time per token against length (paper Figure 5, right).
+
+The claim checked (paper section 5, Figure 5 right): at a fixed number of tokens per batch, the
+time per token of full attention grows with the length L (its cost is L^2 per sequence), while
+LSH attention's stays nearly flat (its cost is L R W: R rounds, a window of W keys per query);
+more rounds cost proportionally more.
+
+What it runs, on the attention functions themselves (no projections), causal, float32, with the
+heads of the issue's model (H = 4 heads of Dh = 64) and chunk C = 64:
+
+- LSH attention (``lsh_attention.lsh_attention_forward`` then ``_backward``) with R = 1, 2, 4, 8
+  rounds at L = 1,024 ... 65,536 and batch B = T / L, so that every call holds T = B L tokens;
+- full shared-QK attention (``attention.shared_qk_attention_forward`` / ``_backward``) at each L
+  whose (B, H, L, L) weights fit ``--full-budget-mib``; where B = T / L does not fit, the largest
+  batch that does is used (recorded per point; full attention's time per token is independent of
+  the batch, which only repeats the same work).
+
+Each point is timed by :func:`common.time_call` (a warm-up call, then repeats; median, min, max).
+The crossover length is where straight lines fitted (least squares) to per-token time against L,
+one for full attention and one for each LSH setting, meet; ``extrapolated`` says whether it lies
+outside the lengths where full attention was measured.
+
+Writes ``benchmarks/results/attention_speed.json`` and ``figures/bench_attention_speed.png``.
+
+Usage: ``python benchmarks/bench_attention_speed.py [--quick] [--full-budget-mib 1024]``
+"""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+
+from minireformer import attention, lsh_attention
+
+SETUPS = {
+    "full": dict(
+        tokens=65_536,
+        lsh_lengths=(1024, 4096, 16384, 65536),
+        full_lengths=(1024, 2048, 4096, 8192),
+        rounds=(1, 2, 4, 8),
+        n_heads=4,
+        d_head=64,
+        chunk_len=64,
+        repeats=3,
+        point_budget_s=40.0,
+    ),
+    "quick": dict(
+        tokens=512,
+        lsh_lengths=(64, 128, 256, 512),
+        full_lengths=(64, 128, 256),
+        rounds=(1, 2, 4, 8),
+        n_heads=2,
+        d_head=16,
+        chunk_len=16,
+        repeats=2,
+        point_budget_s=5.0,
+    ),
+}
+
+
+def inputs(setup: dict, batch: int, length: int, seed: int = 0):
+    """Random qk, v and upstream gradient, each (B, H, L, Dh) float32."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, setup["n_heads"], length, setup["d_head"])
+    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(3)]
+
+
+def lsh_step(qk, v, dout, *, chunk_len: int, n_hashes: int, seed: int = 0):
+    """One LSH attention forward + backward (fresh rotations, as in a training step)."""
+    out, cache = lsh_attention.lsh_attention_forward(
+        qk, v, chunk_len=chunk_len, n_hashes=n_hashes, rng=np.random.default_rng(seed), causal=True
+    )
+    return lsh_attention.lsh_attention_backward(dout, cache)
+
+
+def full_step(qk, v, dout):
+    """One full shared-QK attention forward + backward."""
+    out, cache = attention.shared_qk_attention_forward(qk, v, causal=True)
+    return attention.shared_qk_attention_backward(dout, cache)
+
+
+def full_batch(setup: dict, length: int, budget_bytes: float) -> int:
+    """B = T / L, or fewer so that one (B, H, L, L) float32 array fits the budget (0: none fits)."""
+    per_sequence = setup["n_heads"] * length * length * 4
+    return min(setup["tokens"] // length, int(budget_bytes // per_sequence))
+
+
+def point(setup: dict, kind: str, length: int, batch: int, fn, *args, **kwargs) -> dict:
+    """Time ``fn(*args, **kwargs)``; the row: timing, per-token microseconds, the shape."""
+    timing = common.time_call(
+        lambda: fn(*args, **kwargs), repeats=setup["repeats"], budget_s=setup["point_budget_s"]
+    )
+    tokens = batch * length
+    row = dict(kind=kind, length=length, batch=batch, tokens=tokens, **timing)
+    row["us_per_token"] = 1e6 * timing["median_s"] / tokens
+    common.log(
+        f"  {kind:6s} L={length:6d} B={batch:3d}: {row['us_per_token']:8.2f} us/token "
+        f"(median of {timing['repeats']}; {timing['min_s']:.2f}-{timing['max_s']:.2f} s a call)"
+    )
+    return row
+
+
+def linear_fit(rows: list[dict]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of per-token microseconds against L."""
+    lengths = np.array([r["length"] for r in rows], dtype=float)
+    times = np.array([r["us_per_token"] for r in rows])
+    slope, intercept = np.polyfit(lengths, times, 1)
+    return float(intercept), float(slope)
+
+
+def crossover(full_rows: list[dict], lsh_rows: list[dict]) -> dict:
+    """Where the fitted lines of full and LSH per-token time meet (L at which LSH gets faster).
+
+    ``length`` is None when the lines do not meet at a positive L with full attention slower
+    beyond it (possible at toy sizes, where the timings are mostly overhead).
+    """
+    a_full, b_full = linear_fit(full_rows)
+    a_lsh, b_lsh = linear_fit(lsh_rows)
+    length = (a_lsh - a_full) / (b_full - b_lsh) if b_full > b_lsh else -1.0
+    measured = [r["length"] for r in full_rows]
+    return {
+        "length": length if length > 0 else None,
+        "extrapolated": not min(measured) <= length <= max(measured),
+        "full_fit_us": {"intercept": a_full, "slope_per_token": b_full},
+        "lsh_fit_us": {"intercept": a_lsh, "slope_per_token": b_lsh},
+        "method": "least-squares lines of per-token time against L, intersected",
+    }
+
+
+def plot(results: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    full = results["full"]
+    ax.loglog(
+        [r["length"] for r in full],
+        [r["us_per_token"] for r in full],
+        "o-",
+        color="k",
+        label="full attention",
+    )
+    for i, (rounds, rows) in enumerate(results["lsh"].items()):
+        ax.loglog(
+            [r["length"] for r in rows],
+            [r["us_per_token"] for r in rows],
+            "s-",
+            color=f"C{i}",
+            label=f"LSH, {rounds} round{'s' if rounds != '1' else ''}",
+        )
+        cross = results["crossover"][rounds]
+        if cross["length"] is not None:
+            ax.axvline(cross["length"], color=f"C{i}", ls=":", lw=1)
+    lengths = sorted({r["length"] for rows in results["lsh"].values() for r in rows})
+    ax.set_xticks(lengths, [f"{n:,}" for n in lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("sequence length L (batch x L fixed)")
+    ax.set_ylabel("forward + backward time per token (us)")
+    s = results["setup"]
+    ax.set_title(
+        f"Attention time per token, {s['tokens']:,} tokens a call, H={s['n_heads']}, "
+        f"Dh={s['d_head']}, C={s['chunk_len']} (dotted: crossover)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def main(argv=None) -> dict:
+    def options(parser):
+        parser.add_argument(
+            "--full-budget-mib",
+            type=float,
+            default=1024,
+            help="largest (B, H, L, L) float32 array full attention may make",
+        )
+
+    args = common.parse_args(__doc__, argv, options)
+    setup = SETUPS["quick" if args.quick else "full"]
+    budget = args.full_budget_mib * common.MiB
+    common.log(f"Attention time per token (paper Figure 5, right): {setup}")
+    common.log("full attention:")
+    full_rows = []
+    for length in setup["full_lengths"]:
+        batch = full_batch(setup, length, budget)
+        if batch < 1:
+            common.log(f"  full   L={length}: one sequence's weights exceed the budget, skipped")
+            continue
+        full_rows.append(
+            point(setup, "full", length, batch, full_step, *inputs(setup, batch, length))
+        )
+    lsh_rows, growth, cross = {}, {}, {}
+    for rounds in setup["rounds"]:
+        common.log(f"LSH attention, {rounds} round(s):")
+        rows = []
+        for length in setup["lsh_lengths"]:
+            batch = setup["tokens"] // length
+            arrays = inputs(setup, batch, length)
+            kwargs = dict(chunk_len=setup["chunk_len"], n_hashes=rounds)
+            rows.append(point(setup, f"lsh-{rounds}", length, batch, lsh_step, *arrays, **kwargs))
+        lsh_rows[str(rounds)] = rows
+        growth[str(rounds)] = rows[-1]["us_per_token"] / rows[0]["us_per_token"]
+        cross[str(rounds)] = crossover(full_rows, rows)
+        where = cross[str(rounds)]["length"]
+        common.log(
+            f"  per-token growth L={rows[0]['length']} -> {rows[-1]['length']}: "
+            f"{growth[str(rounds)]:.2f}x; crossover with full attention at L = "
+            + ("none" if where is None else f"{where:.0f}")
+            + (" (extrapolated)" if cross[str(rounds)]["extrapolated"] else "")
+        )
+    results = {
+        "setup": {**setup, "full_budget_bytes": int(budget), "causal": True, "dtype": "float32"},
+        "full": full_rows,
+        "lsh": lsh_rows,
+        "lsh_growth": growth,
+        "crossover": cross,
+    }
+    common.write_results(args, "attention_speed", results)
+    common.save_figure(args, plot(results), "bench_attention_speed")
+    return results
+
+
+if __name__ == "__main__":
+    main()

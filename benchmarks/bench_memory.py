@@ -1,0 +1,213 @@
+"""Benchmark: peak memory against length and against depth, measured beside the exact model.
+
+The claims checked (paper sections 2-4, Table 3): an LSH or local attention layer's memory grows
+linearly with L where full attention's grows as L^2; a model with stored activations needs memory
+that grows with depth, a reversible one does not, and chunking the feed-forward and the loss
+removes the (B, L, d_ff) and (B, L, V) terms. Beside every measurement stands the exact memory
+model of ``minireformer.memory`` (the arrays this implementation holds at its peak, not Table 3's
+orders of growth): ``memory.attention_peak_model(config, batch, length)`` for a layer and
+``memory.step_peak_model(config, batch, length)`` for a training step, each returning ``.total``
+bytes and ``.terms`` (name -> bytes).
+
+What it runs (the issue's model, ``common.LM_SETUPS``; float32, batch 1):
+
+1. against length: one attention sub-layer (layer norm, projections, attention, output) forward +
+   backward (``AttentionSubLayer.forward_backward`` on a freshly drawn record, so hashing
+   included) for LSH, local and full attention at L = 1,024 ... 16,384 (full attention only
+   where one head group's (L, L) weights fit ``--full-budget-mib``);
+2. against depth: one ``reformer.loss_and_grads`` step at L = 4,096 with 1 to 8 layers, for
+   stored activations (not reversible, no chunking), reversible (no chunking) and chunked
+   reversible (the Reformer).
+
+Peaks are ``memory.measure_peak`` / ``memory.measure_training_step`` (tracemalloc): the bytes
+NumPy allocated during the call on top of what existed before (parameters and inputs excluded).
+The worst relative error |model - measured| / measured over both grids is reported.
+
+Writes ``benchmarks/results/memory.json`` and ``figures/bench_memory.png``.
+
+Usage: ``python benchmarks/bench_memory.py [--quick] [--full-budget-mib 512]``
+"""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+
+from minireformer import memory, reformer
+
+SETUPS = {
+    "full": dict(
+        lm="full",
+        lengths=(1024, 2048, 4096, 8192, 16384),
+        kinds=("lsh", "local", "full"),
+        depth_length=4096,
+        depths=(1, 2, 4, 6, 8),
+    ),
+    "quick": dict(
+        lm="quick",
+        lengths=(64, 128, 256),
+        kinds=("lsh", "local", "full"),
+        depth_length=128,
+        depths=(1, 2, 3),
+    ),
+}
+# The three models of the depth sweep: what changes against the Reformer (common.reformer_config).
+ARCHS = {
+    "stored": dict(reversible=False, ff_chunk=None, loss_chunk=None),
+    "reversible": dict(ff_chunk=None, loss_chunk=None),
+    "chunked_reversible": dict(),
+}
+
+
+def model_row(measured: int, model) -> dict:
+    """The measured peak beside the model's total and terms, and their relative error."""
+    return {
+        "measured_bytes": int(measured),
+        "model_bytes": int(model.total),
+        "model_terms": {name: int(b) for name, b in model.terms.items()},
+        "relative_error": abs(model.total - measured) / measured,
+    }
+
+
+def attention_layer(lm: dict, kind: str, length: int, seed: int = 0) -> dict:
+    """Peak of one attention sub-layer's forward + backward at ``length``, and the model's."""
+    config = common.reformer_config(lm, length, attention_types=(kind,), n_layers=1)
+    rng = np.random.default_rng(seed)
+    sub = reformer.build_blocks(config)[0].f
+    p = reformer.init_reformer(config, rng)["blocks"][0][sub.key]
+    x, dout = rng.standard_normal((2, 1, length, config.d_model), dtype=np.float32)  # (B, L, D)
+    record = sub.draw(rng, x.shape)
+    _, peak = memory.measure_peak(sub.forward_backward, x, p, record, dout)
+    row = {"kind": kind, "length": length}
+    row.update(model_row(peak, memory.attention_peak_model(config, 1, length)))
+    return row
+
+
+def training_step(lm: dict, arch: str, n_layers: int, length: int, seed: int = 0) -> dict:
+    """Peak of one ``loss_and_grads`` step of ``arch`` with ``n_layers`` layers, and the model's."""
+    config = common.reformer_config(lm, length, n_layers=n_layers, **ARCHS[arch])
+    rng = np.random.default_rng(seed)
+    params = reformer.init_reformer(config, rng)
+    tokens = rng.integers(0, config.vocab_size, size=(1, length))
+    _, peak = memory.measure_training_step(reformer.loss_and_grads, params, tokens, config, rng)
+    row = {"arch": arch, "n_layers": n_layers, "length": length}
+    row.update(model_row(peak, memory.step_peak_model(config, 1, length)))
+    return row
+
+
+def plot(results: dict):
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, kind in enumerate(results["setup"]["kinds"]):
+        rows = [r for r in results["length"] if r["kind"] == kind]
+        lengths = [r["length"] for r in rows]
+        left.loglog(
+            lengths,
+            [r["measured_bytes"] / common.MiB for r in rows],
+            "o-",
+            color=f"C{i}",
+            label=f"{kind}: measured",
+        )
+        left.loglog(
+            lengths,
+            [r["model_bytes"] / common.MiB for r in rows],
+            "x--",
+            color=f"C{i}",
+            label=f"{kind}: exact model",
+        )
+    lengths = results["setup"]["lengths"]
+    left.set_xticks(lengths, [f"{n:,}" for n in lengths])
+    left.minorticks_off()
+    left.set_xlabel("sequence length L (batch 1)")
+    left.set_ylabel("peak memory (MiB)")
+    left.set_title("One attention sub-layer, forward + backward", fontsize=10)
+    left.legend(fontsize=7)
+    for i, arch in enumerate(ARCHS):
+        rows = [r for r in results["depth"] if r["arch"] == arch]
+        depths = [r["n_layers"] for r in rows]
+        right.plot(
+            depths,
+            [r["measured_bytes"] / common.MiB for r in rows],
+            "o-",
+            color=f"C{i + 3}",
+            label=f"{arch.replace('_', ' ')}: measured",
+        )
+        right.plot(
+            depths,
+            [r["model_bytes"] / common.MiB for r in rows],
+            "x--",
+            color=f"C{i + 3}",
+            label=f"{arch.replace('_', ' ')}: exact model",
+        )
+    right.set_xticks(results["setup"]["depths"])
+    right.set_xlabel("layers")
+    right.set_ylabel("peak memory of one training step (MiB)")
+    right.set_title(f"LM training step at L = {results['setup']['depth_length']:,}", fontsize=10)
+    right.legend(fontsize=7)
+    fig.suptitle(
+        f"worst relative error of the exact model: {results['worst_relative_error']:.1%}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> dict:
+    def options(parser):
+        parser.add_argument(
+            "--full-budget-mib",
+            type=float,
+            default=512,
+            help="largest (L, L) weights of one head group that full attention may make",
+        )
+
+    args = common.parse_args(__doc__, argv, options)
+    setup = SETUPS["quick" if args.quick else "full"]
+    lm = common.LM_SETUPS[setup["lm"]]
+    budget = args.full_budget_mib * common.MiB
+    common.log(f"Peak memory against length and depth: {setup}, model {lm['model']}")
+    rows = []
+    for kind in setup["kinds"]:
+        for length in setup["lengths"]:
+            if kind == "full" and lm["n_parallel_heads"] * length**2 * 4 > budget:
+                common.log(f"  full   L={length}: weights exceed the budget, skipped")
+                continue
+            rows.append(attention_layer(lm, kind, length))
+            r = rows[-1]
+            common.log(
+                f"  {kind:6s} L={length:6d}: measured {r['measured_bytes'] / common.MiB:8.1f} MiB,"
+                f" model {r['model_bytes'] / common.MiB:8.1f} MiB ({r['relative_error']:.1%})"
+            )
+    depth_rows = []
+    for arch in ARCHS:
+        for n_layers in setup["depths"]:
+            depth_rows.append(training_step(lm, arch, n_layers, setup["depth_length"]))
+            r = depth_rows[-1]
+            common.log(
+                f"  {arch:18s} {n_layers} layers: measured "
+                f"{r['measured_bytes'] / common.MiB:8.1f} MiB, model "
+                f"{r['model_bytes'] / common.MiB:8.1f} MiB ({r['relative_error']:.1%})"
+            )
+    everything = rows + depth_rows
+    worst = max(everything, key=lambda r: r["relative_error"])
+    results = {
+        "setup": {**setup, "model": lm, "full_budget_bytes": int(budget)},
+        "length": rows,
+        "depth": depth_rows,
+        "worst_relative_error": worst["relative_error"],
+        "worst_point": {
+            k: v for k, v in worst.items() if k in ("kind", "arch", "n_layers", "length")
+        },
+    }
+    common.log(
+        f"  worst relative error of the model: {worst['relative_error']:.1%} at "
+        f"{results['worst_point']}"
+    )
+    common.write_results(args, "memory", results)
+    common.save_figure(args, plot(results), "bench_memory")
+    return results
+
+
+if __name__ == "__main__":
+    main()
