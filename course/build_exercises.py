@@ -7,7 +7,9 @@ solutions between marker lines (the format is described in ``course/README.md``)
   gets ``raise NotImplementedError("Exercise N.M: ...")`` in their place, indented as the
   ``# BEGIN SOLUTION`` line, N.M read from the ``### Exercise N.M`` heading above the cell;
 - in markdown cells, lines between ``<!-- BEGIN ANSWER -->`` and ``<!-- END ANSWER -->``: the
-  student version gets ``*Your answer:*``, the solution version ``*Model answer:*`` and the answer.
+  student version gets ``*Your answer:*``, the solution version ``*Model answer:*`` and the answer;
+- relative Markdown links, written from ``exercises/``, get a ``../`` in front, since the built
+  notebooks are one folder further down.
 
 Both versions are written unexecuted, with a Colab set-up cell at the top, to
 ``exercises/student/NN_topic.ipynb`` and ``exercises/solutions/NN_topic.ipynb``. Cell ids are
@@ -23,6 +25,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jupytext
 import nbformat
@@ -35,6 +38,7 @@ BEGIN_ANSWER, END_ANSWER = "<!-- BEGIN ANSWER -->", "<!-- END ANSWER -->"
 STUDENT_ANSWER, MODEL_ANSWER = "*Your answer:*", "*Model answer:*"
 EXERCISE_HEADING = re.compile(r"^#+\s*Exercise\s+(\d+)\.(\d+)\b")
 CHECK_CALL = re.compile(r"\bcheck_(close|equal|gradient|true)\s*\(")
+MARKDOWN_LINK = re.compile(r"(\]\()([^)\s]+)")  # the target of [text](target) or ![alt](target)
 
 COLAB_SETUP = f"""\
 # On Colab, install minireformer first (Binder and a local clone already have it).
@@ -103,10 +107,21 @@ def _code_versions(source: str, label: str | None, where: str) -> tuple[str, str
     return "\n".join(student), "\n".join(solution)
 
 
+def _one_folder_down(source: str) -> str:
+    """Markdown whose relative links, written from ``exercises/``, work from a folder below it."""
+
+    def rewrite(match: re.Match) -> str:
+        target = match[2]
+        relative = not (urlsplit(target).scheme or target.startswith(("#", "/")))
+        return match[1] + ("../" + target if relative else target)
+
+    return MARKDOWN_LINK.sub(rewrite, source)
+
+
 def _markdown_versions(source: str, where: str) -> tuple[str, str]:
-    """(student, solution) sources of a markdown cell."""
+    """(student, solution) sources of a markdown cell, links rewritten for the built notebooks."""
     student, solution = [], []
-    for part in _regions(source.splitlines(), BEGIN_ANSWER, END_ANSWER, where):
+    for part in _regions(_one_folder_down(source).splitlines(), BEGIN_ANSWER, END_ANSWER, where):
         if part[0]:
             student.append(STUDENT_ANSWER)
             solution.extend([MODEL_ANSWER, "", *part[2]])

@@ -118,9 +118,11 @@ def test_no_solution_or_answer_reaches_the_student_version(source):
         assert "END SOLUTION" not in text and "END ANSWER" not in text
 
 
-def test_stub_keeps_the_indentation_and_names_the_exercise():
+def test_student_version_stubs_and_links():
     student, _ = builder.build(FIXTURE)
     text = "\n".join(c.source for c in student.cells)
+    assert "[notation](../../README.md#notation)" in text  # one folder further down
+    assert "(https://arxiv.org/abs/2001.04451)" in text and "(#exercise-991-a" in text
     assert '\n    raise NotImplementedError("Exercise 99.1: write your code here")' in text
     assert text.count("Exercise 99.2: write your code here") == 2  # one cell, two regions
     assert "*Your answer:*" in text
