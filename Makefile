@@ -76,6 +76,15 @@ $(COMPARE_VENV)/.installed-stamp: pyproject.toml
 bench-compare: $(COMPARE_VENV)/.installed-stamp
 	$(COMPARE_VENV)/bin/python benchmarks/compare_hf.py $(COMPARE_ARGS)
 
+# The GPU check (issue 11) on a machine with an NVIDIA GPU and CuPy: the CuPy test cases, then LSH
+# and full attention and a Reformer training step against length, into
+# benchmarks/results/gpu_check.json and figures/gpu_check.png. It runs with the Python it is given
+# and the package from this folder (no venv, no install, no registry): make gpu-check
+# PYTHON=python3. Without CuPy or a GPU it stops with exit status 2 and says why.
+.PHONY: gpu-check
+gpu-check:
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(PYTHON) benchmarks/gpu_check.py
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 

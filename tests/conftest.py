@@ -102,6 +102,13 @@ class FakeMemoryPool:
     def used_bytes(self):
         return self.used
 
+    def free_all_blocks(self):
+        """CuPy returns its cached blocks to the driver here; the stand-in caches none."""
+
+
+class FakeOutOfMemoryError(MemoryError):
+    """``cupy.cuda.memory.OutOfMemoryError``."""
+
 
 def _unwrap(value, where):
     """DeviceArrays to their NumPy data, recursively; a NumPy array here is a CuPy error."""
@@ -272,6 +279,7 @@ class FakeCupy(ModuleType):
             ),
             Device=lambda: SimpleNamespace(id=0, synchronize=lambda: None),
             using_allocator=self._using_allocator,
+            memory=SimpleNamespace(OutOfMemoryError=FakeOutOfMemoryError),
         )
 
     def __getattr__(self, name):
