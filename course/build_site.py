@@ -36,7 +36,7 @@ import nbformat
 from nbconvert import HTMLExporter
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", "course/guide.md", "course/README.md"]
+COURSE_DOCUMENTS = ["course/guide.md", "course/README.md"]  # after the notebooks
 URL_ATTRIBUTE = re.compile(r'\b(href|src)="([^"]*)"')
 TITLE_HEADING = re.compile(r"^#\s+(.+)$", re.MULTILINE)
 
@@ -112,7 +112,7 @@ def collect_pages() -> list[Page]:
             if folder != "notebooks":
                 title = f"{title} (student version)"
             pages.append(Page(path.relative_to(REPO), title))
-    for document in DOCUMENTS[1:]:
+    for document in COURSE_DOCUMENTS:
         path = REPO / document
         if path.exists():
             pages.append(Page(Path(document), _markdown_title(path.read_text(), document)))
