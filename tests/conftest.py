@@ -70,6 +70,43 @@ def cupy():
     backend.set_backend("numpy")
 
 
+@pytest.fixture
+def tiny_models():
+    """``make(dtype, max_len) -> (TransformerConfig, ReformerConfig)``: the small models the
+    backend tests train; the Reformer has lsh, local and full layers, chunking and dropout."""
+    from minireformer import model, reformer
+
+    def make(dtype="float32", max_len=12):
+        transformer = model.TransformerConfig(
+            vocab_size=11,
+            d_model=16,
+            n_heads=2,
+            d_head=8,
+            d_ff=32,
+            n_layers=2,
+            max_len=max_len,
+            dtype=dtype,
+        )
+        lsh_reformer = reformer.ReformerConfig(
+            vocab_size=11,
+            d_model=16,
+            n_heads=2,
+            d_ff=32,
+            n_layers=3,
+            attention_types=("lsh", "local", "full"),
+            n_hashes=2,
+            chunk_len=4,
+            ff_chunk=5,
+            loss_chunk=5,
+            dropout=0.1,
+            max_len=max_len,
+            dtype=dtype,
+        )
+        return transformer, lsh_reformer
+
+    return make
+
+
 # ---------------------------------------------------------------------------------------------
 # The CuPy stand-in
 # ---------------------------------------------------------------------------------------------

@@ -117,44 +117,28 @@ class CountingNumpy:
         return getattr(np, name)
 
 
-def _train_steps():
-    """One training step of the baseline and of a Reformer with lsh, local and full layers."""
-    from minireformer import model, reformer
+def _train_steps(configs):
+    """One training step of the baseline and of the Reformer of ``configs`` (conftest's
+    tiny_models: lsh, local and full layers)."""
+    from minireformer import lm
 
     tokens = backend.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 12)))
-    tcfg = model.TransformerConfig(
-        vocab_size=11, d_model=16, n_heads=2, d_head=8, d_ff=32, n_layers=2, max_len=12
-    )
-    tparams = model.init_transformer(tcfg, np.random.default_rng(1))
-    rcfg = reformer.ReformerConfig(
-        vocab_size=11,
-        d_model=16,
-        n_heads=2,
-        d_ff=32,
-        n_layers=3,
-        attention_types=("lsh", "local", "full"),
-        n_hashes=2,
-        chunk_len=4,
-        ff_chunk=5,
-        loss_chunk=5,
-        dropout=0.1,
-        max_len=12,
-    )
-    rparams = reformer.init_reformer(rcfg, np.random.default_rng(2))
-    t_loss, t_grads = model.loss_and_grads(tparams, tokens, tcfg)
-    r_loss, r_grads = reformer.loss_and_grads(rparams, tokens, rcfg, np.random.default_rng(3))
-    return t_loss, t_grads, r_loss, r_grads
+    results = ()
+    for seed, config in enumerate(configs):
+        params = lm.init_params(config, np.random.default_rng(seed + 1))
+        results += lm.loss_and_grads(params, tokens, config, np.random.default_rng(3))
+    return results
 
 
-def test_training_steps_run_through_the_backend_module(restore_backend):
+def test_training_steps_run_through_the_backend_module(restore_backend, tiny_models):
     """Under a counting wrapper as the backend, both models give bit-identical results and the
     wrapper sees the array work; with the static scan above, nothing reaches NumPy around it."""
     from minireformer import tree
 
-    expected = _train_steps()
+    expected = _train_steps(tiny_models())
     wrapper = CountingNumpy()
     backend.set_backend(wrapper)
-    got = _train_steps()
+    got = _train_steps(tiny_models())
     assert got[0] == expected[0] and got[2] == expected[2]
     for a, b in zip(tree.leaves(got[1:]), tree.leaves(expected[1:]), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -163,11 +147,11 @@ def test_training_steps_run_through_the_backend_module(restore_backend):
     assert sum(wrapper.calls.values()) > 100
 
 
-def test_both_models_train_on_each_available_backend(backend_name):
+def test_both_models_train_on_each_available_backend(backend_name, tiny_models):
     """Parametrised over the backends (conftest.py): the CuPy case is skipped without a GPU."""
     from minireformer import tree
 
-    got = _train_steps()
+    got = _train_steps(tiny_models())
     assert all(backend.array_module(g) is backend.get_xp() for g in tree.leaves(got[1:]))
 
 
@@ -213,15 +197,15 @@ def test_the_cupy_stand_in_refuses_what_cupy_refuses(fake_cupy):
     assert backend.describe() == "CuPy 0.0-stand-in on Fake GPU (16 GiB)"
 
 
-def test_training_steps_on_the_cupy_stand_in_match_numpy(fake_cupy):
+def test_training_steps_on_the_cupy_stand_in_match_numpy(fake_cupy, tiny_models):
     """Both models (lsh, local and full attention, chunking, dropout, reversible blocks): the
     same losses and gradients as on NumPy, and every gradient stays on the device."""
     from minireformer import tree
 
     backend.set_backend("numpy")
-    expected = _train_steps()
+    expected = _train_steps(tiny_models())
     backend.set_backend(fake_cupy)
-    got = _train_steps()
+    got = _train_steps(tiny_models())
     assert got[0] == expected[0] and got[2] == expected[2]
     for a, b in zip(tree.leaves(got[1:]), tree.leaves(expected[1:]), strict=True):
         assert backend.array_module(a) is fake_cupy

@@ -20,7 +20,6 @@ from minireformer import (
     lm,
     lsh_attention,
     memory,
-    model,
     reformer,
     sampling,
     train,
@@ -127,35 +126,12 @@ def test_lsh_attention_agrees_for_the_same_rotations(cupy, dtype, released):
     assert_agree(*on_both(run), dtype)
 
 
-def _reformer_config(dtype):
-    return reformer.ReformerConfig(
-        vocab_size=11,
-        d_model=16,
-        n_heads=2,
-        d_ff=32,
-        n_layers=3,
-        attention_types=("lsh", "local", "full"),
-        n_hashes=2,
-        chunk_len=4,
-        ff_chunk=5,
-        loss_chunk=5,
-        dropout=0.1,
-        max_len=24,
-        dtype=dtype,
-    )
-
-
-def _transformer_config(dtype):
-    return model.TransformerConfig(
-        vocab_size=11, d_model=16, n_heads=2, d_head=8, d_ff=32, n_layers=2, max_len=24, dtype=dtype
-    )
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("make_config", [_reformer_config, _transformer_config])
-def test_whole_model_losses_and_gradients_agree(cupy, dtype, make_config):
-    """Both models, with dropout: the same seeds give the same masks, rotations and gradients."""
-    config = make_config(dtype)
+@pytest.mark.parametrize("which", ["transformer", "reformer"])
+def test_whole_model_losses_and_gradients_agree(cupy, tiny_models, dtype, which):
+    """Both models (the Reformer with dropout): the same seeds give the same masks, rotations,
+    losses and gradients."""
+    config = tiny_models(dtype, max_len=24)[which == "reformer"]
 
     def run():
         params = lm.init_params(config, np.random.default_rng(0))
