@@ -15,7 +15,8 @@ heads of the issue's model (H = 4 heads of Dh = 64) and chunk C = 64:
   batch that does is used (recorded per point; full attention's time per token is independent of
   the batch, which only repeats the same work).
 
-Each point is timed by :func:`common.time_call` (a warm-up call, then repeats; median, min, max).
+Each point is timed by :func:`common.time_call` (median, min and max of repeated calls, as many as
+fit a time budget per point; the first point of each curve after a warm-up call).
 The crossover length is where straight lines fitted (least squares) to per-token time against L,
 one for full attention and one for each LSH setting, meet; ``extrapolated`` says whether it lies
 outside the lengths where full attention was measured.
@@ -42,18 +43,18 @@ SETUPS = {
         d_head=64,
         chunk_len=64,
         repeats=3,
-        point_budget_s=40.0,
+        point_budget_s=25.0,
     ),
     "quick": dict(
-        tokens=512,
-        lsh_lengths=(64, 128, 256, 512),
-        full_lengths=(64, 128, 256),
+        tokens=256,
+        lsh_lengths=(64, 128, 256),
+        full_lengths=(64, 128),
         rounds=(1, 2, 4, 8),
         n_heads=2,
         d_head=16,
         chunk_len=16,
         repeats=2,
-        point_budget_s=5.0,
+        point_budget_s=1.0,
     ),
 }
 
@@ -85,10 +86,18 @@ def full_batch(setup: dict, length: int, budget_bytes: float) -> int:
     return min(setup["tokens"] // length, int(budget_bytes // per_sequence))
 
 
-def point(setup: dict, kind: str, length: int, batch: int, fn, *args, **kwargs) -> dict:
-    """Time ``fn(*args, **kwargs)``; the row: timing, per-token microseconds, the shape."""
+def point(setup: dict, kind: str, length: int, batch: int, fn, *args, warmup: int, **kwargs):
+    """Time ``fn(*args, **kwargs)``; the row: timing, per-token microseconds, the shape.
+
+    Only the first point of each curve is warmed up (``warmup=1``): NumPy has no per-shape
+    compilation, so what a warm-up call excludes (first use of each code path and of the BLAS
+    kernels) happens once per function. The timed calls fit ``point_budget_s`` (at least one).
+    """
     timing = common.time_call(
-        lambda: fn(*args, **kwargs), repeats=setup["repeats"], budget_s=setup["point_budget_s"]
+        lambda: fn(*args, **kwargs),
+        repeats=setup["repeats"],
+        warmup=warmup,
+        budget_s=setup["point_budget_s"],
     )
     tokens = batch * length
     row = dict(kind=kind, length=length, batch=batch, tokens=tokens, **timing)
@@ -147,9 +156,9 @@ def plot(results: dict):
             color=f"C{i}",
             label=f"LSH, {rounds} round{'s' if rounds != '1' else ''}",
         )
-        cross = results["crossover"][rounds]
-        if cross["length"] is not None:
-            ax.axvline(cross["length"], color=f"C{i}", ls=":", lw=1)
+        where = results["crossover"][rounds]["length"]
+        if where is not None and rows[0]["length"] <= where <= rows[-1]["length"]:
+            ax.axvline(where, color=f"C{i}", ls=":", lw=1)
     lengths = sorted({r["length"] for rows in results["lsh"].values() for r in rows})
     ax.set_xticks(lengths, [f"{n:,}" for n in lengths])
     ax.minorticks_off()
@@ -158,7 +167,7 @@ def plot(results: dict):
     s = results["setup"]
     ax.set_title(
         f"Attention time per token, {s['tokens']:,} tokens a call, H={s['n_heads']}, "
-        f"Dh={s['d_head']}, C={s['chunk_len']} (dotted: crossover)",
+        f"Dh={s['d_head']}, C={s['chunk_len']} (dotted: crossover within the range)",
         fontsize=9,
     )
     ax.legend(fontsize=8, loc="upper left")
@@ -185,9 +194,9 @@ def main(argv=None) -> dict:
         if batch < 1:
             common.log(f"  full   L={length}: one sequence's weights exceed the budget, skipped")
             continue
-        full_rows.append(
-            point(setup, "full", length, batch, full_step, *inputs(setup, batch, length))
-        )
+        arrays = inputs(setup, batch, length)
+        warmup = int(not full_rows)
+        full_rows.append(point(setup, "full", length, batch, full_step, *arrays, warmup=warmup))
     lsh_rows, growth, cross = {}, {}, {}
     for rounds in setup["rounds"]:
         common.log(f"LSH attention, {rounds} round(s):")
@@ -196,7 +205,19 @@ def main(argv=None) -> dict:
             batch = setup["tokens"] // length
             arrays = inputs(setup, batch, length)
             kwargs = dict(chunk_len=setup["chunk_len"], n_hashes=rounds)
-            rows.append(point(setup, f"lsh-{rounds}", length, batch, lsh_step, *arrays, **kwargs))
+            warmup = int(not rows)
+            rows.append(
+                point(
+                    setup,
+                    f"lsh-{rounds}",
+                    length,
+                    batch,
+                    lsh_step,
+                    *arrays,
+                    warmup=warmup,
+                    **kwargs,
+                )
+            )
         lsh_rows[str(rounds)] = rows
         growth[str(rounds)] = rows[-1]["us_per_token"] / rows[0]["us_per_token"]
         cross[str(rounds)] = crossover(full_rows, rows)

@@ -42,7 +42,7 @@ SETUPS = {
         n_hashes=4,
         chunk_len=64,
         square=2048,
-        repeats=3,
+        repeats=2,
         matmul_repeats=5,
     ),
     "quick": dict(

@@ -1,0 +1,203 @@
+"""Print the README's Performance tables (Markdown) from the benchmark results in JSON.
+
+The numbers in the README are never typed by hand: ``python benchmarks/readme_table.py`` reads
+``benchmarks/results/*.json`` (written by ``make bench`` and ``make bench-compare``) and prints
+the tables to paste. A results file that is missing is named in the output instead of its table.
+Notebook 09 shows the same tables by calling :func:`tables`.
+
+Usage: ``python benchmarks/readme_table.py [--results-dir benchmarks/results]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import RESULTS, MiB
+
+FILES = ("attention_speed", "flop_rate", "memory", "reformer_memory", "compare_hf")
+
+
+def load(results_dir: Path) -> dict:
+    """{name: parsed JSON, or None when the file is missing} for every results file."""
+    out = {}
+    for name in FILES:
+        path = Path(results_dir) / f"{name}.json"
+        out[name] = json.loads(path.read_text()) if path.exists() else None
+    return out
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of ``rows`` (lists of cell strings) under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _seconds(timing: dict) -> str:
+    return f"{timing['median_s']:.1f} s ({timing['min_s']:.1f} to {timing['max_s']:.1f})"
+
+
+def speed(results: dict) -> str:
+    """Figure 5's numbers: microseconds per token against L, per-token growth, crossover."""
+    lsh = results["lsh"]
+    full = {r["length"]: r for r in results["full"]}
+    lengths = sorted({r["length"] for rows in lsh.values() for r in rows} | set(full))
+    by_round = {k: {r["length"]: r for r in rows} for k, rows in lsh.items()}
+
+    def cell(rows, length):
+        return f"{rows[length]['us_per_token']:.1f}" if length in rows else "-"
+
+    header = ["L", "full attention", *[f"LSH, {k} round{'s' * (k != '1')}" for k in lsh]]
+    rows = [[f"{n:,}", cell(full, n), *[cell(by_round[k], n) for k in lsh]] for n in lengths]
+    rows.append(["per-token growth", "", *[f"{results['lsh_growth'][k]:.2f}x" for k in lsh]])
+    cross = results["crossover"]
+    rows.append(
+        [
+            "crossover L",
+            "",
+            *[
+                "none"
+                if cross[k]["length"] is None
+                else f"{cross[k]['length']:,.0f}"
+                + (" (extrapolated)" if cross[k]["extrapolated"] else "")
+                for k in lsh
+            ],
+        ]
+    )
+    s = results["setup"]
+    title = (
+        f"Attention forward + backward, microseconds per token ({s['tokens']:,} tokens a call, "
+        f"H = {s['n_heads']}, Dh = {s['d_head']}, C = {s['chunk_len']}, causal, float32; "
+        f"median of the repeats):"
+    )
+    return title + "\n\n" + markdown_table(header, rows)
+
+
+def flop_rate(results: dict) -> str:
+    """LSH attention's achieved GFLOP/s beside the two matmul rates of the same run."""
+    s = results["setup"]
+    rows = [
+        [
+            f"LSH attention fwd + bwd, L = {s['length']:,}, R = {s['n_hashes']}",
+            f"{results['lsh']['flops']['total'] / 1e9:.1f}",
+            f"{results['lsh']['gflops']:.2f}",
+            "",
+        ],
+        [
+            f"batched matmul {results['batched']['shape']}",
+            f"{results['batched']['flops'] / 1e9:.1f}",
+            f"{results['batched']['gflops']:.2f}",
+            f"{results['fraction_of_batched']:.1%}",
+        ],
+        [
+            f"square matmul {results['square']['shape']}",
+            f"{results['square']['flops'] / 1e9:.1f}",
+            f"{results['square']['gflops']:.2f}",
+            f"{results['fraction_of_square']:.1%}",
+        ],
+    ]
+    return markdown_table(["what", "GFLOP", "GFLOP/s", "LSH's fraction of it"], rows)
+
+
+def memory(results: dict) -> str:
+    """Measured peaks beside the exact model, with the worst relative error over the grid."""
+    rows = [
+        [
+            f"{r['kind']} attention layer",
+            f"{r['length']:,}",
+            "1",
+            f"{r['measured_bytes'] / MiB:,.1f}",
+            f"{r['model_bytes'] / MiB:,.1f}",
+            f"{r['relative_error']:.1%}",
+        ]
+        for r in results["length"]
+    ] + [
+        [
+            f"{r['arch'].replace('_', ' ')} LM step",
+            f"{r['length']:,}",
+            str(r["n_layers"]),
+            f"{r['measured_bytes'] / MiB:,.1f}",
+            f"{r['model_bytes'] / MiB:,.1f}",
+            f"{r['relative_error']:.1%}",
+        ]
+        for r in results["depth"]
+    ]
+    table = markdown_table(["what", "L", "layers", "measured MiB", "model MiB", "error"], rows)
+    return table + f"\n\nWorst relative error of the model: {results['worst_relative_error']:.1%}."
+
+
+def lm_step(results: dict) -> str:
+    """The LM training step: time and peak at each L."""
+    rows = [
+        [
+            f"{r['length']:,}",
+            _seconds(r["time"]) if "time" in r else r.get("skipped", r.get("error", "-")),
+            f"{r['peak_bytes'] / MiB:,.0f}" if "peak_bytes" in r else "-",
+            f"{r['table3_bytes'] / MiB:,.0f}",
+        ]
+        for r in results["reformer"]
+        if r["length"] in (*results["setup"]["ladder"], results["target_len"])
+    ]
+    return markdown_table(["L", "time: median (min to max)", "peak MiB", "Table 3 MiB"], rows)
+
+
+def huggingface(results: dict) -> str:
+    """minireformer against Hugging Face, same run: times, peaks and ratios."""
+    rows = [
+        [
+            f"{r['length']:,}",
+            "training step" if r["what"] == "step" else "LSH attention layer",
+            r["system"],
+            f"{r['seconds_median']:.2f} s",
+            f"{r['peak_growth_bytes'] / MiB:,.0f}" if r.get("peak_growth_bytes") else "-",
+        ]
+        for r in sorted(results["rows"], key=lambda r: (r["length"], r["what"], r["system"]))
+        if "error" not in r
+    ]
+    ratios = [
+        [
+            f"{e['length']:,}",
+            e["what"],
+            e["semantics"],
+            f"{e['time_ratio_median']:.2f}",
+            f"{e['memory_ratio']:.2f}" if "memory_ratio" in e else "-",
+        ]
+        for e in results["ratios"]
+    ]
+    return (
+        markdown_table(["L", "what", "system", "time (median)", "peak growth MiB"], rows)
+        + "\n\nRatios minireformer / Hugging Face:\n\n"
+        + markdown_table(["L", "what", "semantics", "time", "memory"], ratios)
+    )
+
+
+SECTIONS = {
+    "attention_speed": speed,
+    "flop_rate": flop_rate,
+    "memory": memory,
+    "reformer_memory": lm_step,
+    "compare_hf": huggingface,
+}
+
+
+def tables(results_dir: Path = RESULTS) -> dict:
+    """{name: Markdown table, or a sentence naming the missing file} for every results file."""
+    out = {}
+    for name, data in load(results_dir).items():
+        if data is None:
+            out[name] = f"`benchmarks/results/{name}.json` is missing: no table."
+        else:
+            out[name] = SECTIONS[name](data)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    print("\n\n".join(tables(args.results_dir).values()))
+
+
+if __name__ == "__main__":
+    main()
