@@ -16,7 +16,7 @@ heads of the issue's model (H = 4 heads of Dh = 64) and chunk C = 64:
   the batch, which only repeats the same work).
 
 Each point is timed by :func:`common.time_call` (median, min and max of repeated calls, as many as
-fit a time budget per point; the first point of each curve after a warm-up call).
+fit a time budget per point) after one warm-up call of each function.
 The crossover length is where straight lines fitted (least squares) to per-token time against L,
 one for full attention and one for each LSH setting, meet; ``extrapolated`` says whether it lies
 outside the lengths where full attention was measured.
@@ -43,7 +43,7 @@ SETUPS = {
         d_head=64,
         chunk_len=64,
         repeats=3,
-        point_budget_s=25.0,
+        point_budget_s=20.0,
     ),
     "quick": dict(
         tokens=256,
@@ -86,17 +86,17 @@ def full_batch(setup: dict, length: int, budget_bytes: float) -> int:
     return min(setup["tokens"] // length, int(budget_bytes // per_sequence))
 
 
-def point(setup: dict, kind: str, length: int, batch: int, fn, *args, warmup: int, **kwargs):
+def point(setup: dict, kind: str, length: int, batch: int, fn, *args, **kwargs) -> dict:
     """Time ``fn(*args, **kwargs)``; the row: timing, per-token microseconds, the shape.
 
-    Only the first point of each curve is warmed up (``warmup=1``): NumPy has no per-shape
-    compilation, so what a warm-up call excludes (first use of each code path and of the BLAS
-    kernels) happens once per function. The timed calls fit ``point_budget_s`` (at least one).
+    No warm-up call per point: NumPy compiles nothing per shape, so what a warm-up excludes
+    (the first use of each code path and BLAS kernel) is paid once, by :func:`warm_up`. The
+    timed calls are as many as fit ``point_budget_s`` (at least one, at most ``repeats``).
     """
     timing = common.time_call(
         lambda: fn(*args, **kwargs),
         repeats=setup["repeats"],
-        warmup=warmup,
+        warmup=0,
         budget_s=setup["point_budget_s"],
     )
     tokens = batch * length
@@ -107,6 +107,13 @@ def point(setup: dict, kind: str, length: int, batch: int, fn, *args, warmup: in
         f"(median of {timing['repeats']}; {timing['min_s']:.2f}-{timing['max_s']:.2f} s a call)"
     )
     return row
+
+
+def warm_up(setup: dict) -> None:
+    """One untimed call of each attention function at the shortest length, batch 1."""
+    arrays = inputs(setup, 1, setup["lsh_lengths"][0])
+    full_step(*arrays)
+    lsh_step(*arrays, chunk_len=setup["chunk_len"], n_hashes=max(setup["rounds"]))
 
 
 def linear_fit(rows: list[dict]) -> tuple[float, float]:
@@ -175,18 +182,12 @@ def plot(results: dict):
 
 
 def main(argv=None) -> dict:
-    def options(parser):
-        parser.add_argument(
-            "--full-budget-mib",
-            type=float,
-            default=1024,
-            help="largest (B, H, L, L) float32 array full attention may make",
-        )
-
-    args = common.parse_args(__doc__, argv, options)
+    budget_option = common.full_budget_option(1024, "(B, H, L, L) float32 array")
+    args = common.parse_args(__doc__, argv, budget_option)
     setup = SETUPS["quick" if args.quick else "full"]
     budget = args.full_budget_mib * common.MiB
     common.log(f"Attention time per token (paper Figure 5, right): {setup}")
+    warm_up(setup)
     common.log("full attention:")
     full_rows = []
     for length in setup["full_lengths"]:
@@ -195,8 +196,7 @@ def main(argv=None) -> dict:
             common.log(f"  full   L={length}: one sequence's weights exceed the budget, skipped")
             continue
         arrays = inputs(setup, batch, length)
-        warmup = int(not full_rows)
-        full_rows.append(point(setup, "full", length, batch, full_step, *arrays, warmup=warmup))
+        full_rows.append(point(setup, "full", length, batch, full_step, *arrays))
     lsh_rows, growth, cross = {}, {}, {}
     for rounds in setup["rounds"]:
         common.log(f"LSH attention, {rounds} round(s):")
@@ -205,19 +205,7 @@ def main(argv=None) -> dict:
             batch = setup["tokens"] // length
             arrays = inputs(setup, batch, length)
             kwargs = dict(chunk_len=setup["chunk_len"], n_hashes=rounds)
-            warmup = int(not rows)
-            rows.append(
-                point(
-                    setup,
-                    f"lsh-{rounds}",
-                    length,
-                    batch,
-                    lsh_step,
-                    *arrays,
-                    warmup=warmup,
-                    **kwargs,
-                )
-            )
+            rows.append(point(setup, f"lsh-{rounds}", length, batch, lsh_step, *arrays, **kwargs))
         lsh_rows[str(rounds)] = rows
         growth[str(rounds)] = rows[-1]["us_per_token"] / rows[0]["us_per_token"]
         cross[str(rounds)] = crossover(full_rows, rows)

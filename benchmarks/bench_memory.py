@@ -95,27 +95,20 @@ def training_step(lm: dict, arch: str, n_layers: int, length: int, seed: int = 0
     return row
 
 
+def _measured_and_model(draw, xs, rows, color, name):
+    """Measured peaks (solid) and the model's (dashed) of ``rows`` at ``xs``, in MiB."""
+    for key, style, what in (("measured_bytes", "o-", "measured"), ("model_bytes", "x--", "model")):
+        values = [r[key] / common.MiB for r in rows]
+        draw(xs, values, style, color=color, label=f"{name}: {what}")
+
+
 def plot(results: dict):
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, kind in enumerate(results["setup"]["kinds"]):
         rows = [r for r in results["length"] if r["kind"] == kind]
-        lengths = [r["length"] for r in rows]
-        left.loglog(
-            lengths,
-            [r["measured_bytes"] / common.MiB for r in rows],
-            "o-",
-            color=f"C{i}",
-            label=f"{kind}: measured",
-        )
-        left.loglog(
-            lengths,
-            [r["model_bytes"] / common.MiB for r in rows],
-            "x--",
-            color=f"C{i}",
-            label=f"{kind}: exact model",
-        )
+        _measured_and_model(left.loglog, [r["length"] for r in rows], rows, f"C{i}", kind)
     lengths = results["setup"]["lengths"]
     left.set_xticks(lengths, [f"{n:,}" for n in lengths])
     left.minorticks_off()
@@ -126,27 +119,15 @@ def plot(results: dict):
     for i, arch in enumerate(ARCHS):
         rows = [r for r in results["depth"] if r["arch"] == arch]
         depths = [r["n_layers"] for r in rows]
-        right.plot(
-            depths,
-            [r["measured_bytes"] / common.MiB for r in rows],
-            "o-",
-            color=f"C{i + 3}",
-            label=f"{arch.replace('_', ' ')}: measured",
-        )
-        right.plot(
-            depths,
-            [r["model_bytes"] / common.MiB for r in rows],
-            "x--",
-            color=f"C{i + 3}",
-            label=f"{arch.replace('_', ' ')}: exact model",
-        )
+        _measured_and_model(right.plot, depths, rows, f"C{i + 3}", arch.replace("_", " "))
     right.set_xticks(results["setup"]["depths"])
     right.set_xlabel("layers")
     right.set_ylabel("peak memory of one training step (MiB)")
     right.set_title(f"LM training step at L = {results['setup']['depth_length']:,}", fontsize=10)
     right.legend(fontsize=7)
     fig.suptitle(
-        f"worst relative error of the exact model: {results['worst_relative_error']:.1%}",
+        f"measured (solid) and the exact memory model (dashed); worst relative error "
+        f"{results['worst_relative_error']:.1%}",
         fontsize=10,
     )
     fig.tight_layout()
@@ -154,15 +135,8 @@ def plot(results: dict):
 
 
 def main(argv=None) -> dict:
-    def options(parser):
-        parser.add_argument(
-            "--full-budget-mib",
-            type=float,
-            default=512,
-            help="largest (L, L) weights of one head group that full attention may make",
-        )
-
-    args = common.parse_args(__doc__, argv, options)
+    budget_option = common.full_budget_option(512, "(L, L) weights of one head group")
+    args = common.parse_args(__doc__, argv, budget_option)
     setup = SETUPS["quick" if args.quick else "full"]
     lm = common.LM_SETUPS[setup["lm"]]
     budget = args.full_budget_mib * common.MiB

@@ -92,6 +92,21 @@ def parse_args(doc: str, argv=None, add_arguments=None) -> argparse.Namespace:
     return args
 
 
+def full_budget_option(default_mib: float, what: str):
+    """An ``add_arguments`` for :func:`parse_args`: ``--full-budget-mib``, the largest ``what``
+    that full attention may allocate (full attention is skipped at lengths beyond it)."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--full-budget-mib",
+            type=float,
+            default=default_mib,
+            help=f"largest {what} full attention may make, MiB",
+        )
+
+    return add
+
+
 def time_call(
     fn,
     *,
