@@ -12,7 +12,27 @@
 # # 01 The cost of attention
 #
 # Reformer paper (Kitaev, Kaiser, Levskaya, ICLR 2020, [arXiv 2001.04451](https://arxiv.org/abs/2001.04451)),
-# section 1 and the start of section 2.
+# section 1, the start of section 2, and Table 3.
+#
+# **Learning objectives.** After this notebook you can
+#
+# - say why a softmax is dominated by its largest scores, and check how far that holds in a trained
+#   model;
+# - redo the paper's memory arithmetic for one large layer and read its Table 3 (including the
+#   caption's choice of $c$);
+# - measure the time and peak memory of full attention against $L$ and recognise an $L^2$ law on
+#   log-log axes;
+# - explain why a standard Transformer's training memory grows linearly with depth.
+#
+# **Prerequisites.** Scaled dot-product attention and backpropagation through a linear layer;
+# NumPy broadcasting. No earlier notebook.
+#
+# **Code used.** `minireformer.attention` (full attention, forward and backward),
+# `minireformer.memory` (peak-memory measurement and the paper's arithmetic), `minireformer.model`
+# (the baseline Transformer). Notation: [the README's table](../README.md#notation) maps the
+# paper's symbols to this code's letters ($L$ length, $D_h$ head width, ...).
+#
+# **Next:** [02 Hashing](02_hashing.ipynb). Exercises: `exercises/01_attention_cost.py`.
 #
 # A Transformer reads a sequence by letting every position look at every other position. That
 # all-pairs look is what makes it powerful, and it is also what makes it expensive: for a sequence
@@ -21,14 +41,16 @@
 # costs on your machine and sets up the three questions the rest of the series answers:
 #
 # 1. Attention weights are dominated by a few large scores. Could each query look only at the keys
-#    that matter? (LSH attention, notebooks 02 and 03.)
+#    that matter? (LSH attention, notebooks 02, 03 and 04.)
 # 2. Training memory grows with the number of layers. Could we avoid storing activations?
 #    (Reversible layers, notebook 05.)
 # 3. The feed-forward layer's hidden width $d_{ff}$ and the vocabulary make some activations much
 #    wider than the model. Could we process them a slice at a time? (Chunking, notebook 06.)
 #
-# Everything below uses the library's own functions; numbers come from `minireformer.memory`, and
-# each claim is followed by an `assert` that checks it.
+# Everything below uses the library's own functions; numbers come from `minireformer.memory`.
+# Each claim is followed by an `assert` that checks it; what is only printed (wall-clock times)
+# is marked as an observation. Memory is in binary units throughout: 1 MiB = $2^{20}$ bytes,
+# 1 GiB = $2^{30}$ bytes.
 
 # %%
 import os
@@ -44,9 +66,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from minireformer import attention, memory, model, plotting
+from minireformer import (
+    attention,
+    attention_maps,
+    backend,
+    checkpoint,
+    data,
+    experiments,
+    memory,
+    model,
+    plotting,
+)
 
-print("numpy", np.__version__)
+print(backend.describe())
 
 # %% [markdown]
 # ## 1. Softmax listens to the loudest scores
@@ -65,10 +97,11 @@ print("numpy", np.__version__)
 # weight, and one larger by 6 gets about 400 times. So when a few scores stand out, they take
 # nearly all of the weight and the rest hardly matter.
 #
-# Here is a hand-made example. In the sentence *"The animal didn't cross the street because it
-# was too tired ."* the word *it* should refer to *animal*. Suppose the query of *it* gives these
-# scores against the twelve tokens (made up for illustration, as if they were already
-# $q \cdot k / \sqrt{d_k}$):
+# Here is a hand-made example (an illustration of the arithmetic, not evidence about real models:
+# the scores are invented; section 1b below checks a trained model). In the sentence *"The animal
+# didn't cross the street because it was too tired ."* the word *it* should refer to *animal*.
+# Suppose the query of *it* gives these scores against the twelve tokens (made up, as if they
+# were already $q \cdot k / \sqrt{d_k}$):
 
 # %%
 words = "The animal didn't cross the street because it was too tired .".split()
@@ -120,28 +153,72 @@ plotting.save_figure(fig, "01_toy_attention_weights")
 plt.show()
 
 # %% [markdown]
+# ### 1b. Does a trained model's attention look like this?
+#
+# The toy proves nothing: we chose the scores. The Reformer's bet is an empirical one, that in
+# trained models most of a query's weight sits on a few keys. We can check it on a model this
+# project trained: the two-layer character model with full shared-QK attention and reversible
+# layers that notebook 08 trains for its Figure 3 (context 256, `checkpoints/`). For the
+# queries that see at least 128 keys (positions 127 to 255 of four validation windows), how much
+# of each query's weight do its 8 and its 32 largest weights hold? If the weight were spread
+# evenly, the top 32 of $n$ keys would hold $32/n$, at most 25% here.
+
+# %%
+trained = checkpoint.load(experiments.CHECKPOINTS / "figure3_reversible_shared_qk.npz")
+text = data.from_spec(experiments.TEXT_DATA)
+context = trained.config.max_len  # 256
+windows = np.asarray(text.valid_ids[: 4 * context]).reshape(4, context)
+late = np.arange(context) >= 127  # queries that see at least 128 keys (causal)
+uniform_32 = np.mean(32 / (np.arange(context)[late] + 1))
+top_share = {}  # layer -> (share held by the top 8, by the top 32), averaged over queries
+for layer in range(trained.config.n_layers):
+    weights_l = attention_maps.attention_map(trained.params, windows, trained.config, layer=layer)
+    ranked = -np.sort(-weights_l[:, :, late], axis=-1)  # (B, H, queries, L), largest first
+    top_share[layer] = tuple(float(ranked[..., :k].sum(-1).mean()) for k in (8, 32))
+    print(
+        f"layer {layer}: top 8 keys hold {top_share[layer][0]:.2f}, top 32 hold "
+        f"{top_share[layer][1]:.2f} of the weight (even spread: top 32 hold {uniform_32:.2f})"
+    )
+
+# %%
+assert top_share[0][1] > 0.85 and top_share[0][1] > 3 * uniform_32  # layer 0: concentrated
+assert top_share[1][1] < top_share[0][1]  # layer 1: much more spread out
+assert all(share[1] > 2 * uniform_32 for share in top_share.values())  # both beat an even spread
+
+# %% [markdown]
+# The premise holds in part. In the first layer 32 keys out of 128 or more carry about nine
+# tenths of each query's weight; in the second they carry a little over half: still twice an even
+# spread, but a query there reads broadly, and attending only to a few keys would change its
+# output noticeably. How much the Reformer's approximation costs therefore depends on the layer
+# and the data; notebook 04 measures the error directly, and notebook 08 trains a model with it.
+#
 # The lesson the paper draws (section 2, "Hashing attention"): if we could find, for each query,
-# the handful of keys with the largest scores, we could skip the others with almost no change to
+# the handful of keys with the largest scores, we could skip the others with little change to
 # the output. Finding them *without* computing all $L^2$ scores first is what locality-sensitive
 # hashing is for (notebook 02).
 #
 # ## 2. The paper's memory arithmetic
 #
 # The paper opens with a back-of-the-envelope budget for one large Transformer layer trained on
-# 64K-token sequences. The numbers are simple products, and `minireformer.memory` computes them:
+# 64K-token sequences. The numbers are simple products, and `minireformer.memory` computes them.
+# The paper counts in decimal gigabytes (1 GB = $10^9$ bytes); we convert to GiB.
 #
 # * **Parameters.** The largest reported layer has 0.5 billion parameters; at 4 bytes each that is
-#   2 GB.
+#   $2 \cdot 10^9$ bytes, the paper's "2GB", which is 1.86 GiB.
 # * **Activations.** The input of one layer for batch 8, length $64\text{K} = 65{,}536$ and
-#   $d_{model} = 1024$ holds $8 \times 65{,}536 \times 1024 \approx 0.5$ billion numbers, again
-#   about 2 GB in float32 (exactly 2 GiB).
+#   $d_{model} = 1024$ holds $8 \times 65{,}536 \times 1024 = 2^{29} \approx 0.5$ billion
+#   numbers: exactly 2 GiB in float32 (the paper's "another 2GB").
 #
-# One layer is therefore about 4 GB, which fits on a single accelerator. But training does not
-# keep one layer: it keeps the activations of *every* layer until backpropagation has used them,
-# so memory is multiplied by the depth. At 96 such layers, the estimate is about 400 GB.
+# One layer is therefore about 4 GiB, which fits on a single accelerator. The paper then points
+# out that training keeps the activations of *every* layer until backpropagation has used them, so
+# memory is multiplied by the depth, but it gives no total. A figure often quoted with it, 96
+# layers and about 400 GB, is not the paper's: it is an extrapolation made in blog explanations
+# of the Reformer (96 is GPT-3's depth), which we reproduce here as such: 96 layers of about 3.9
+# GiB each is about 370 GiB (398 decimal GB).
 #
 # And that still ignores attention itself: the score matrix $QK^\top$ for one 64K-token sequence
-# has $65{,}536^2 \approx 4.3$ billion entries, 16 GiB in float32, per head and per layer.
+# has $65{,}536^2 \approx 4.3$ billion entries, 16 GiB in float32, per head and per layer (the
+# paper's "16GB" is exactly 16 GiB).
 
 # %%
 params_per_layer = 500_000_000
@@ -154,15 +231,15 @@ total_96 = memory.per_layer_estimate_bytes(
 )
 attn_bytes = memory.attention_matrix_bytes(length)
 
-print(f"parameters, one layer   : {p_bytes / memory.GB:6.2f} GB")
-print(f"activations, one layer  : {a_bytes / memory.GB:6.2f} GB  = {a_bytes / memory.GiB} GiB")
-print(f"96 layers, both         : {total_96 / memory.GB:6.0f} GB")
+print(f"parameters, one layer   : {p_bytes / memory.GiB:6.2f} GiB (the paper's 2 GB)")
+print(f"activations, one layer  : {a_bytes / memory.GiB:6.2f} GiB")
+print(f"96 layers, both         : {total_96 / memory.GiB:6.0f} GiB (a blog's extrapolation)")
 print(f"64K x 64K float32 scores: {attn_bytes / memory.GiB:6.0f} GiB")
 
 # %%
-assert p_bytes == 2 * memory.GB
-assert a_bytes == 2 * memory.GiB and abs(a_bytes / memory.GB - 2) < 0.15
-assert 390 * memory.GB < total_96 < 410 * memory.GB
+assert p_bytes == 2 * memory.GB and abs(p_bytes / memory.GiB - 1.86) < 0.01
+assert a_bytes == 2 * memory.GiB
+assert 365 * memory.GiB < total_96 < 375 * memory.GiB  # = 398 decimal GB, the "about 400 GB"
 assert attn_bytes == 16 * memory.GiB
 
 # %% [markdown]
@@ -178,9 +255,13 @@ assert attn_bytes == 16 * memory.GiB
 # | LSH Transformer | $\max(b\,l\,d_{ff},\ b\,n_h\,l\,n_r\,c)\, n_l$ |
 # | Reformer | $\max(b\,l\,d_{model},\ b\,n_h\,l\,n_r\,c)$ |
 #
-# Evaluated for the paper's enwik8 setting ($d_{model} = 1024$, $d_{ff} = 4096$, 8 heads,
-# batch 8, $l = 64\text{K}$) with 12 layers, 4 hash rounds and chunks of 128 (so $c = 256$: a
-# chunk plus the one before it):
+# What is $c$? The table's caption sets $c = 128^2$, carried over from Table 1's attention term
+# $(4l/n_c)^2$ with $n_c = l/32$ chunks. But in the attention this project implements (and the
+# paper's section 2 describes), a query in a chunk of length $C$ scores the $2C$ keys of its own
+# chunk and the one before, so we take $c = 2C$ (`memory.table3_memory`'s default; `c=128**2`
+# gives the caption's value). Both are evaluated below for the paper's enwik8 setting
+# ($d_{model} = 1024$, $d_{ff} = 4096$, 8 heads, batch 8, $l = 64\text{K}$) with 12 layers,
+# 4 hash rounds and chunks of $C = 128$ (so $c = 256$).
 
 # %%
 setting = dict(batch=8, length=64 * 1024, d_model=1024, d_ff=4096, n_heads=8, n_layers=12)
@@ -188,8 +269,14 @@ table3 = {
     arch: memory.table3_memory(arch, **setting, n_hashes=4, chunk_len=128)
     for arch in memory.TABLE3_ARCHS
 }
-for arch, nbytes in table3.items():
-    print(f"{arch:>20s}: {nbytes / memory.GiB:10,.0f} GiB")
+literal = {
+    arch: memory.table3_memory(arch, **setting, n_hashes=4, chunk_len=128, c=128**2)
+    for arch in memory.TABLE3_ARCHS
+}
+print(f"{'':>20s}  {'c = 2C = 256':>14s}  {'c = 128^2':>12s}")
+for arch in memory.TABLE3_ARCHS:
+    gib, gib_literal = table3[arch] / memory.GiB, literal[arch] / memory.GiB
+    print(f"{arch:>20s}: {gib:10,.0f} GiB  {gib_literal:8,.0f} GiB")
 
 # %%
 # Full attention's l^2 term dominates the first three rows; LSH removes it, reversibility the
@@ -198,6 +285,26 @@ assert table3["transformer"] == 12 * table3["reversible"]
 assert table3["reformer"] < table3["lsh"] < table3["transformer"]
 # with both attention terms dominant, LSH saves the factor l / (n_r c) = 65536 / (4 * 256) = 64
 assert table3["chunked_reversible"] == 64 * table3["reformer"]
+# chunking alone changes nothing here: n_h l = 524,288 scores per position dwarf d_ff = 4,096
+assert table3["chunked_reversible"] == table3["reversible"]
+assert setting["n_heads"] * setting["length"] > setting["d_ff"]
+# taken literally, c = 128^2 makes n_r c = 4 * 16384 = l: the LSH rows equal full attention's
+assert literal["lsh"] == literal["transformer"] and literal["reformer"] == literal["reversible"]
+
+# %% [markdown]
+# Two things in this table are easy to misread.
+#
+# * **The chunked reversible row equals the reversible row.** Chunking replaces $b\,l\,d_{ff}$
+#   by $b\,l\,d_{model}$, but at $l = 64\text{K}$ both are far below the attention term
+#   $b\,n_h\,l^2$ (one position holds $n_h l = 524{,}288$ scores against $d_{ff} = 4096$
+#   hidden units), so the maximum does not move. Chunking pays off only once LSH has removed the
+#   $l^2$ term: in the last row, where the Reformer's 16 GiB is set by the attention term, and at
+#   shorter lengths (notebook 06 measures it).
+# * **Taking the caption's $c = 128^2$ literally** makes $n_r c = 4 \times 16{,}384 = 65{,}536
+#   = l$: the LSH rows then equal the full-attention rows at this length, and LSH would save
+#   nothing. With the keys a query actually scores, $c = 2C = 256$, LSH's attention term is $64$
+#   times smaller than full attention's. The caption's $c$ describes Table 1's chunked
+#   computation, not the memory of the attention this series builds.
 
 # %% [markdown]
 # These are orders of growth, not exact byte counts: they name the largest tensor and whether it is
@@ -370,19 +477,40 @@ plotting.save_figure(fig, "01_transformer_memory_vs_depth")
 plt.show()
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
-# * A softmax is dominated by its largest scores: in the toy sentence two keys out of twelve hold
-#   more than 99% of the weight of *it*. Attention could skip most keys if it knew which ones.
-# * The paper's arithmetic, reproduced by `minireformer.memory`: 2 GB of parameters and 2 GB of
-#   activations per layer, about 400 GB for 96 such layers, and 16 GiB for a single
-#   64K $\times$ 64K attention matrix.
-# * Measured here: full attention's peak memory grows with exponent close to 2 in $L$ (asserted);
-#   the peak holds a fixed number of $L \times L$ matrices. Its wall-clock time grows at least as
-#   fast (slope about 2 to 2.5 on a shared CPU, printed, not asserted: timings are noisy).
-# * Measured here: the training-step memory of a stored-activation Transformer is a straight line
-#   in the number of layers, with a slope equal to the per-block activations we counted.
+# What this notebook showed, each with its check:
 #
-# Next: notebook 02 builds the hash that finds nearby keys, notebook 03 turns it into LSH
-# attention, notebook 05 removes the depth factor with reversible layers, and notebook 06 removes
-# the $d_{ff}$ factor by chunking.
+# * A softmax is dominated by its largest scores: in the invented toy sentence two keys out of
+#   twelve hold more than 99% of the weight of *it* (an illustration). In a trained character
+#   model the top 32 keys of at least 128 hold about 90% of a query's weight in the first layer and
+#   about half in the second (asserted: concentrated in layer 0, more than twice an even spread in
+#   both): the premise of LSH attention holds, more in some layers than in others.
+# * The paper's arithmetic, in GiB: 1.86 GiB of parameters (the paper's decimal "2GB") and 2 GiB
+#   of activations per layer, and 16 GiB for a single 64K $\times$ 64K attention matrix. The
+#   96-layer, "400 GB" total is a blog extrapolation (370 GiB), not the paper's.
+# * Table 3 at the enwik8 setting: the chunked reversible row equals the reversible row because
+#   the $l^2$ attention term dominates both; with $c = 2C = 256$ LSH divides the attention term by
+#   64, while the caption's literal $c = 128^2$ would make it equal to full attention's.
+# * Measured: full attention's peak memory grows with exponent close to 2 in $L$ (asserted,
+#   between 1.8 and 2.2) and holds a fixed number of $L \times L$ matrices; its wall-clock time
+#   grows at least as fast (an observation: timings are noisy).
+# * Measured: the training-step memory of a stored-activation Transformer is a straight line in
+#   the number of layers, with a slope within 15% of the per-block activations we counted
+#   (asserted).
+#
+# The numbers of this run:
+
+# %%
+print(f"top-32 share of the weight: layer 0 {top_share[0][1]:.2f}, layer 1 {top_share[1][1]:.2f}")
+print(f"full attention: memory slope {mem_slope:.2f}, time slope {time_slope:.2f} (wall-clock)")
+print(f"  at L = {lengths[-1]}: {1e3 * times[-1]:.0f} ms, {peaks[-1] / 2**20:.0f} MiB")
+print(f"Transformer training step: {slope / 2**20:.2f} MiB per layer measured, ", end="")
+print(f"{pred_slope / 2**20:.2f} MiB counted")
+
+# %% [markdown]
+# **Next:** [notebook 02](02_hashing.ipynb) builds the hash that finds nearby keys; notebooks 03
+# and 04 turn it into LSH attention; notebook 05 removes the depth factor with reversible layers,
+# and notebook 06 removes the $d_{ff}$ factor by chunking. Practise with
+# `exercises/01_attention_cost.py`: full attention forward and backward by hand, with a gradient
+# check.

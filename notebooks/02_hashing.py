@@ -16,22 +16,53 @@
 # Laarhoven, Razenshteyn and Schmidt (2015, "Practical and optimal LSH for angular distance",
 # arXiv 1509.02897).
 #
+# **Learning objectives.** After this notebook you can
+#
+# - explain shared-QK attention and why it makes the angle between vectors the thing to hash;
+# - compute the angular hash $h(x) = \arg\max([xR; -xR])$ by hand and state its two identities
+#   (scale invariance, $h(-x) = h(x) + K/2 \bmod K$);
+# - derive the collision probability $1 - \theta/\pi$ for $K = 2$, estimate it for more buckets
+#   by Monte Carlo, and say what more buckets and more rounds do to it;
+# - choose the number of buckets from the chunk length, $K = 2\lceil L/C \rceil$.
+#
+# **Prerequisites.** [Notebook 01](01_attention_cost.ipynb) (why attention would like to skip most
+# keys); the dot product as $|x||y|\cos\theta$; the normal distribution.
+#
+# **Code used.** `minireformer.lsh` (`random_rotations`, `hash_vectors`, `default_n_buckets`).
+# Notation: [the README's table](../README.md#notation) ($K$ buckets, $R$ rounds, $C$ chunk length,
+# $D_h$ head width).
+#
+# **Previous:** [01 The cost of attention](01_attention_cost.ipynb) · **Next:**
+# [03 LSH attention step by step](03_lsh_attention.ipynb). Exercises: `exercises/02_hashing.py`.
+#
 # ## Why hash at all?
 #
-# Softmax attention $\operatorname{softmax}(q_i^\top k_j)$ is dominated by the few keys with the
-# largest logits: a key whose logit is 10 below the best one gets a weight of about
-# $e^{-10} \approx 4.5 \cdot 10^{-5}$ of the best key's. If, for each query, we could find the keys
-# closest to it *without* computing all $L^2$ logits, we could attend only to those and lose very
-# little. Finding near neighbours among $L$ vectors quickly is exactly what locality-sensitive
-# hashing (LSH) is for.
+# Softmax attention is dominated by the few keys with the largest logits: a key whose logit is 10
+# below the best one gets a weight of about $e^{-10} \approx 4.5 \cdot 10^{-5}$ of the best key's.
+# If, for each query, we could find the keys closest to it *without* computing all $L^2$ logits,
+# we could attend only to those and lose little. Finding near neighbours among $L$ vectors quickly
+# is exactly what locality-sensitive hashing (LSH) is for.
 #
 # A hash function $h$ is *locality-sensitive* if vectors close to each other get the same hash
 # with high probability and vectors far apart get the same hash with low probability. The
 # Reformer uses it to put each query into one of $K$ *buckets*, and then lets a query attend only
 # within its bucket (notebook 03 shows how this becomes a fast, sorted and chunked computation).
-# Because keys are the unit-length queries (shared-QK attention), "close" means a small
-# **angle**: the logit $q_i^\top k_j = |q_i| \cos\theta_{ij}$ grows as the angle shrinks. So we want
-# a hash of the *direction* of a vector.
+#
+# **Shared-QK and unit keys.** A query should meet the keys it would score highly, so queries and
+# keys must be hashed *alike*. With separate projections $q_i = x_i W_Q$ and $k_j = x_j W_K$ a
+# query and the key it needs could sit in unrelated places of the space, and one hash would not put
+# them together. The Reformer therefore shares the projection (paper section 2, "shared-QK
+# attention"): one matrix gives $q_i$, and the key of position $j$ is the same vector normalised to
+# unit length,
+#
+# $$ k_j = \frac{q_j}{|q_j|}, \qquad q_i \cdot k_j = |q_i| \cos\theta_{ij}. $$
+#
+# For a fixed query $i$, the logits of all keys are its own length $|q_i|$ times the cosine of the
+# angle to each key: the keys that matter most are those at the smallest **angle** to the query,
+# whatever their length. (Normalising the keys is what makes this true; without it a long key could
+# outscore a well-aligned one.) So the hash should depend on the *direction* of a vector only.
+# Notebook 03 builds the attention; the paper reports that sharing costs little accuracy (its
+# Figure 3, which notebook 08 reproduces at small scale).
 #
 # This notebook builds that hash from nothing, draws it in two dimensions, measures how the
 # probability of sharing a bucket falls with the angle, and looks at the buckets of clustered
@@ -44,19 +75,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from minireformer import lsh
+from minireformer import backend, lsh
 from minireformer.plotting import save_figure
 
 START = time.perf_counter()
+print(backend.describe())
 
 # %% [markdown]
 # ## The hash: $h(x) = \arg\max([xR;\, -xR])$
 #
 # To hash into $K$ buckets ($K$ even), draw one random matrix $R$ of shape $(D_h, K/2)$ with
 # independent standard normal entries. Its $K/2$ columns $r_1, \dots, r_{K/2}$ are random
-# directions: in high dimensions they are almost orthogonal, so $xR$ is, up to scale, the
-# coordinates of $x$ in a randomly rotated frame (the paper calls $R$ a *random rotation*).
-# Then
+# directions, and $xR$ holds the coordinates of $x$ along them. (The paper calls $R$ a *random
+# rotation*; below we look at how far a Gaussian matrix is from one, and why the hash does not
+# need it to be one.) Then
 #
 # $$
 # h(x) = \arg\max_{c \in \{0, \dots, K-1\}} \big[\, x r_1, \dots, x r_{K/2},\;
@@ -102,12 +134,16 @@ assert np.array_equal(lsh.hash_vectors(3.7 * x, rotations), lsh.hash_vectors(x, 
 # most aligned with. (The paper draws the same thing the other way round: it rotates the points and
 # keeps the axes fixed.)
 #
-# For this picture we pass exact rotation matrices to `lsh.hash_vectors`. The library's
-# `random_rotations` draws Gaussian matrices instead, which is simpler and, in the dimensions
-# attention uses, almost the same thing: $K/2$ Gaussian columns in $D_h = 64$ dimensions are
-# nearly orthogonal and of nearly equal length (checked below), so $R$ is close to a scaled
-# rotation. In two dimensions a Gaussian matrix is far from a rotation and its arcs would be
-# lopsided.
+# For this picture we pass exact rotation matrices to `lsh.hash_vectors`, so that the four arcs
+# are equal. The library's `random_rotations` draws Gaussian matrices instead. Is that "close to a
+# rotation"? Only when $K/2$ is much smaller than $D_h$: then the $K/2$ columns, scaled by
+# $1/\sqrt{D_h}$, are nearly orthonormal (their singular values lie roughly within
+# $1 \pm \sqrt{K / 2D_h}$). When $K/2 > D_h$, as in the benchmark of a 65,536-token sequence
+# ($C = 64$ gives $K = 2048$ buckets, 1,024 columns in $D_h = 64$ dimensions), $R$ cannot be a
+# rotation at all: $D_h$ dimensions hold at most $D_h$ orthogonal directions. We check both cases
+# after the picture. Nothing below depends on orthogonality: the collision probabilities are
+# derived for a Gaussian $R$ exactly. What a non-orthogonal $R$ does change is that, for one
+# fixed $R$, some buckets are larger than others (visible at the end of this notebook).
 #
 # Below, three independent rounds (three matrices $R$) hash the same points. In the top row $x$
 # and $y$ are far apart (100 degrees): they land in different buckets in every round. In the
@@ -174,15 +210,31 @@ fig.suptitle("Angular LSH in 2-D, K = 4 buckets: circle coloured by bucket, thre
 save_figure(fig, "02_angular_lsh_2d")
 plt.show()
 
+# %% [markdown]
+# How close to a scaled rotation is a Gaussian $R$? The singular values of $R/\sqrt{D_h}$ are all
+# 1 for a rotation (orthonormal columns). For $D_h = 64$:
+
 # %%
-cols = lsh.random_rotations(np.random.default_rng(6), dim=64, n_hashes=1, n_buckets=32)[:, 0]
-lengths = np.linalg.norm(cols, axis=0)  # (K/2,)
-cosines = (cols.T @ cols / np.outer(lengths, lengths))[np.triu_indices(16, k=1)]
-print(
-    f"Gaussian R, Dh=64, K=32: column lengths {lengths.mean():.2f} +- {lengths.std():.2f} "
-    f"(sqrt(64) = 8), |cos| between columns: mean {np.abs(cosines).mean():.3f}"
-)
-assert np.abs(lengths / 8 - 1).max() < 0.3 and np.abs(cosines).max() < 0.5
+spread = {}
+for n_buckets in (8, 32, 128, 2048):
+    cols = lsh.random_rotations(np.random.default_rng(6), dim=64, n_hashes=1, n_buckets=n_buckets)
+    sv = np.linalg.svd(cols[:, 0] / np.sqrt(64), compute_uv=False)  # min(Dh, K/2) values
+    spread[n_buckets] = (sv.min(), sv.max(), len(sv))
+    print(
+        f"K = {n_buckets:>4} (K/2 = {n_buckets // 2:>4} columns): singular values of R/sqrt(Dh) "
+        f"from {sv.min():.2f} to {sv.max():.2f}; {len(sv)} of them"
+    )
+
+# %%
+assert 0.6 < spread[8][0] and spread[8][1] < 1.4  # K/2 = 4 << 64: close to orthonormal
+assert spread[32][1] - spread[32][0] > spread[8][1] - spread[8][0]  # wider as K/2 grows
+assert spread[2048][2] == 64 < 2048 // 2  # 1024 columns in 64 dimensions: rank 64, no rotation
+
+# %% [markdown]
+# With $K/2 = 4$ columns the singular values stay within about 30% of 1; with 16 they already
+# range from about 0.6 to 1.4; a square Gaussian matrix ($K/2 = D_h = 64$) is nearly singular;
+# and 1,024 columns in 64 dimensions are an overcomplete set of random directions, which is the
+# hash of Andoni et al. in its general form rather than a rotation.
 
 # %% [markdown]
 # Each arc is centred on one signed axis, and opposite arcs belong to buckets $c$ and $c + K/2$.
@@ -250,8 +302,14 @@ print("h(-x) == (h(x) + K/2) mod K for K in 2, 4, 8, 32, 64")
 # P_{K,R}(\theta) = 1 - \big(1 - p_K(\theta)\big)^R .
 # $$
 #
-# Rounds lift the curve near $\theta = 0$ much more than far away: that is how multi-round hashing
-# recovers the close neighbours a single round misses while still mostly ignoring far ones.
+# Do rounds lift the curve near $\theta = 0$ more than far away? That depends on $K$. Going from 1
+# to $R$ rounds adds $(1 - p) - (1 - p)^R$, which is largest where $p$ is moderate. With many
+# buckets ($K \ge 8$, and attention uses tens to thousands) $p_K$ is moderate for close pairs and
+# tiny for far ones, so rounds recover the close neighbours a single round misses while far pairs
+# stay rare. With $K = 2$, $p_2 = 1 - \theta/\pi$ is already close to 1 for close pairs and
+# moderate for far ones, so rounds lift the far pairs *more*. The table and the checks below show
+# both; the practical rule is to use enough buckets that one round is selective, then rounds to
+# recover what it misses.
 
 # %%
 ANGLES = np.radians(np.arange(0, 181, 15))  # 13 angles from 0 to 180 degrees
@@ -353,6 +411,14 @@ for r in ROUNDS:
 for k in BUCKETS:
     for r_small, r_big in zip(ROUNDS, ROUNDS[1:]):
         assert np.all(measured[k, r_big][middle, 0] >= measured[k, r_small][middle, 0] - 0.02)
+# the lift from 1 to 4 rounds, at 30 degrees (close) and at 135 degrees (far)
+near, far = list(np.degrees(ANGLES).round()).index(30), list(np.degrees(ANGLES).round()).index(135)
+lift = {k: measured[k, 4][:, 0] - measured[k, 1][:, 0] for k in BUCKETS}
+for k in BUCKETS:
+    print(f"K={k:>2}: 1 -> 4 rounds lifts 30 degrees by {lift[k][near]:.3f}, ", end="")
+    print(f"135 degrees by {lift[k][far]:.3f}")
+assert lift[2][near] < lift[2][far]  # K = 2: far pairs gain more
+assert all(lift[k][near] > 5 * lift[k][far] for k in (8, 16))  # K >= 8: close pairs gain far more
 
 # %%
 fig, axes = plt.subplots(1, len(ROUNDS), figsize=(13, 4), sharey=True)
@@ -365,15 +431,21 @@ for ax, r in zip(axes, ROUNDS):
         ax.errorbar(
             deg, meas, yerr=2 * meas_se, fmt="o", ms=4, color=colours[i], label=f"K={k} measured"
         )
-    if r == 1:
-        ax.plot(deg, 1 - ANGLES / np.pi, "k:", lw=1, label="1 - theta/pi")
+    if r == 1:  # a wide grey band under the K=2 curve, which it should (and does) match
+        ax.plot(deg, 1 - ANGLES / np.pi, color="0.6", lw=6, alpha=0.5, zorder=0,
+                label=r"$1 - \theta/\pi$ (exact, K=2)")  # fmt: skip
     ax.set_title(f"R = {r} round{'s' if r > 1 else ''}")
     ax.set_xlabel("angle between x and y (degrees)")
     ax.set_xticks(range(0, 181, 30))
     ax.grid(alpha=0.3)
 axes[0].set_ylabel("P(same bucket in at least one round)")
-axes[0].legend(fontsize=7, ncol=2)
-fig.suptitle(f"Collision probability of angular LSH, Dh = {D_HEAD}: measured (points) vs expected")
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.1))
+fig.suptitle(
+    f"Collision probability of angular LSH, Dh = {D_HEAD}: measured (points, 2 standard errors) "
+    "vs expected (lines)",
+    y=1.03,
+)
 save_figure(fig, "02_collision_probability")
 plt.show()
 
@@ -381,11 +453,13 @@ plt.show()
 # ## How many buckets? $K = 2 \lceil L / C \rceil$
 #
 # In notebook 03 the queries are sorted by bucket and cut into chunks of $C$ consecutive
-# queries; each chunk attends to itself and to the chunk before it. A query can therefore see at
-# most the $C$ to $2C$ sorted positions around it, and it sees all of its bucket's earlier members
-# when its bucket holds no more than about $C$ queries. The cost of the attention is set by $C$
-# (each query scores at most $2C$ keys), not by $K$. So $K$ only decides how the $L$ queries are
-# spread:
+# queries; each chunk attends to itself and to the chunk before it. A query's window is therefore
+# the $2C$ sorted positions of its own chunk and the previous one. How many of them come *before*
+# it in sorted order depends on where it sits in its chunk: $C$ if it is the first of its chunk,
+# up to $2C - 1$ if it is the last. Within a bucket the sort keeps the original order, so a query
+# is sure to see all of its bucket's earlier members when there are at most $C$ of them, and may
+# miss some when there are more. The cost of the attention is set by $C$ (each query scores at
+# most $2C$ keys), not by $K$. So $K$ only decides how the $L$ queries are spread:
 #
 # * too **few** buckets, and a bucket holds more than $C$ queries: its members are spread over
 #   several chunks and a query misses the bucket-mates outside its window;
@@ -450,10 +524,10 @@ print(f"isotropic {overflow_iso:.3f}")
 # the hash has found the structure without being told about it. The price of that structure is
 # uneven bucket sizes. Isotropic queries spread over the buckets fairly evenly (sizes scatter
 # around $L/K = 32$ and stay below $C$ here), which is the situation the rule $K = 2L/C$ is designed
-# for. (Not perfectly evenly: a Gaussian $R$ is only approximately a rotation, so some buckets are
-# a little more likely than others.) Clustered queries pile up in a few buckets, some larger than
-# $C$, where a query cannot see all of its bucket. Multi-round
-# hashing and the look-back window soften this, and notebook 03 measures the resulting error.
+# for. (Not perfectly evenly: for one fixed Gaussian $R$, which is not a rotation, some buckets
+# are more likely than others.) Clustered queries pile up in a few buckets, some larger than
+# $C$, where a query cannot see all of its bucket. Multi-round hashing and the look-back window
+# soften this, and notebook 04 measures the resulting error.
 
 # %%
 assert p_within > 5 * p_between
@@ -468,10 +542,16 @@ centred = unit_q - unit_q.mean(axis=0)
 _, _, vt = np.linalg.svd(centred, full_matrices=False)
 xy = centred @ vt[:2].T  # (L, 2)
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
-cmap = plt.get_cmap("tab20", N_BUCKETS)
-axes[0].scatter(*xy.T, c=buckets, cmap=cmap, vmin=-0.5, vmax=N_BUCKETS - 0.5, s=8)
-axes[0].set_title("unit-length queries (PCA), coloured by bucket")
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), gridspec_kw={"width_ratios": [1, 1.15, 1]})
+# 32 buckets cannot be told apart by colour: the 8 largest are coloured, the others grey
+largest = np.argsort(-sizes, kind="stable")[:8]
+palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # tab10 less its grey
+axes[0].scatter(*xy[~np.isin(buckets, largest)].T, c="0.8", s=6, label="other buckets")
+for colour, b in zip(palette, largest):
+    axes[0].scatter(*xy[buckets == b].T, color=colour, s=8, label=f"bucket {b} ({sizes[b]})")
+axes[0].set_title("unit-length queries (PCA): the 8 largest buckets")
+axes[0].legend(fontsize=7, loc="upper right", ncol=2, markerscale=1.5, title="bucket (size)",
+               title_fontsize=7)  # fmt: skip
 axes[0].set_xticks([])
 axes[0].set_yticks([])
 
@@ -482,7 +562,7 @@ im = axes[1].imshow(counts[:, order], cmap="Blues", aspect="auto")
 axes[1].set_xlabel("bucket (sorted by main cluster)")
 axes[1].set_ylabel("cluster")
 axes[1].set_title("tokens per (cluster, bucket)")
-fig.colorbar(im, ax=axes[1])
+fig.colorbar(im, ax=axes[1], label="tokens of that cluster in that bucket")
 
 rank = np.arange(N_BUCKETS)
 axes[2].bar(rank - 0.2, np.sort(sizes)[::-1], width=0.4, label="clustered queries")
@@ -493,21 +573,43 @@ axes[2].set_xlabel("bucket, largest first")
 axes[2].set_ylabel("queries in bucket")
 axes[2].set_title(f"bucket sizes, L = {L}, K = {N_BUCKETS}")
 axes[2].legend(fontsize=8)
+fig.tight_layout()
 save_figure(fig, "02_query_buckets")
 plt.show()
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
+# * Shared-QK attention makes the key the unit-length query, so a query's logits are its length
+#   times the cosine of the angle to each key: the hash must find small angles.
 # * $h(x) = \arg\max([xR; -xR])$ with a Gaussian $R$ of shape $(D_h, K/2)$ assigns a direction to
-#   the signed random axis it is closest to; it ignores length, and $h(-x) = (h(x) + K/2) \bmod K$.
-# * The chance that two vectors share a bucket depends only on their angle and falls steadily
-#   with it: exactly $1 - \theta/\pi$ for $K = 2$, faster for more buckets. Several independent
-#   rounds raise it, mostly for close pairs.
+#   the signed random axis it is closest to; it ignores length, and $h(-x) = (h(x) + K/2) \bmod K$
+#   (both asserted, the second for $K$ = 2 to 64). $R$ is close to a scaled rotation only for
+#   $K/2 \ll D_h$, and the hash does not need it to be one.
+# * The chance that two vectors share a bucket depends only on their angle and falls with it:
+#   exactly $1 - \theta/\pi$ for $K = 2$ (simulated within sampling error), faster for more
+#   buckets. Every one of 156 measured points, 4 bucket counts times 3 round counts, agrees with
+#   the independent simulation within 4.5 standard errors (asserted). Rounds raise it; for
+#   $K \ge 8$ far more for close pairs than for far ones (asserted), for $K = 2$ the other way
+#   round (asserted).
 # * The number of buckets follows the chunk length, $K = 2\lceil L/C \rceil$, so that an average
-#   bucket fills half a chunk. Clustered queries make buckets uneven.
+#   bucket fills half a chunk. Clustered queries share buckets with their cluster far more often
+#   than with others (asserted: over 5 times), and make buckets uneven, some larger than a chunk.
 #
-# Next, notebook 03 sorts queries by these buckets and builds LSH attention from them.
+# The numbers of this run:
+
+# %%
+print(f"largest deviation from the expected collision curves: {worst_z:.2f} standard errors")
+print(f"K=16, 1 -> 4 rounds: +{lift[16][near]:.3f} at 30 degrees, +{lift[16][far]:.3f} at 135")
+print(f"same-cluster pairs share a bucket {p_within:.3f}, others {p_between:.3f}; ", end="")
+print(
+    f"largest bucket {sizes.max()} (clustered) against {sizes_iso.max()} (isotropic), C = {CHUNK}"
+)
+
+# %% [markdown]
+# **Next:** [notebook 03](03_lsh_attention.ipynb) sorts queries by these buckets and builds LSH
+# attention from them. Practise with `exercises/02_hashing.py`: the hash, the collision
+# probability by Monte Carlo, and the multi-round formula.
 
 # %%
 print(f"notebook ran in {time.perf_counter() - START:.1f} s")
