@@ -21,8 +21,10 @@ The forward keeps only each query's maximum logit and softmax sum, not the (C, W
 (``chunked_attention.window_attention_backward``, as FlashAttention does), so the backward first
 recomputes the logits Q K_w^T (2 C W Dh) and then makes its four products: five in all. A
 backward that cached the weights would make four (``recompute_logits=False``).
-Hashing projects every position on R K/2 random directions: (L, Dh) @ (Dh, R K/2) per (batch,
-head), L Dh R K FLOPs, which grows as L^2 under the default K = 2 ceil(L / C).
+Hashing projects every position on R P random directions, (L, Dh) @ (Dh, R P) per (batch, head):
+2 L Dh R P FLOPs. With K buckets P = K/2, which grows with L under the rule K = 2 ceil(L / C);
+with factorised buckets K = K1 K2 (the library's default above 2C buckets, ``lsh.py``),
+P = K1/2 + K2/2, about sqrt(K) (``lsh.rotation_width``).
 
 Full (dense) attention per (batch, head) (``attention.shared_qk_attention_forward`` /
 ``_backward``, which cache the (L, L) weights): the same products with (L, L) in place of
@@ -79,20 +81,22 @@ def lsh_attention_flops(
 
     Args:
         batch, n_heads, length, d_head: B, H, L, Dh of qk (B, H, L, Dh).
-        n_hashes: R. chunk_len: C. n_buckets: K (default 2 ceil(L / C), the library's).
+        n_hashes: R. chunk_len: C. n_buckets: K or its factors (default: the library's,
+            ``lsh.default_n_buckets``).
         n_chunks_before, n_chunks_after: the window, W = (before + 1 + after) C.
         d_value: Dv (default Dh).
         recompute_logits: the backward recomputes the logits (the library's; module docstring).
 
     Returns:
-        {"hash": B H L Dh R K, "forward": window products of the forward, "backward": those of
-        the backward, "total": their sum}; window products over B H R Lp slots.
+        {"hash": 2 B H L Dh R P, "forward": window products of the forward, "backward": those
+        of the backward, "total": their sum}; window products over B H R Lp slots.
     """
     d_value = d_head if d_value is None else d_value
     n_buckets = lsh.default_n_buckets(length, chunk_len) if n_buckets is None else n_buckets
     padded = chunk_len * math.ceil(length / chunk_len)
     window = (n_chunks_before + 1 + n_chunks_after) * chunk_len
-    terms = {"hash": batch * n_heads * length * d_head * n_hashes * n_buckets}
+    projections = n_hashes * lsh.rotation_width(n_buckets)  # R P
+    terms = {"hash": 2 * batch * n_heads * length * d_head * projections}
     slots = batch * n_heads * n_hashes * padded
     terms.update(window_products(slots, window, d_head, d_value, recompute_logits))
     return {**terms, "total": sum(terms.values())}

@@ -84,18 +84,20 @@ for shape in [(1, 2, 128, 8, 2, 16), (2, 1, 100, 4, 3, 8)]:
 # %% [markdown]
 # ### Question 9.1
 #
-# With the default number of buckets $K = 2\lceil L/C \rceil$, hashing projects every position
-# on $R K / 2$ directions: $2 \cdot Dh \cdot RK/2 = Dh\,R\,K$ FLOPs per position and head. Compare
-# that with the window products per position and head at L = 65,536, C = 64, Dh = 64. What does
-# it mean for LSH attention's time per token as L grows?
+# Hashing projects every position on P random directions per round: $2\,Dh\,R\,P$ FLOPs per
+# position and head. With K buckets, P = K/2; with factorised buckets $K = K_1 K_2$ (two hashes
+# combined, as the released code and `lsh.default_n_buckets` do for large K),
+# $P = K_1/2 + K_2/2$. At L = 65,536, C = 64 and Dh = 64 the rule K = 2L/C gives K = 2,048.
+# Compare both hashing costs with the window products of Exercise 9.1 per position and head.
+# What does it mean for LSH attention's time per token as L grows?
 #
 # <!-- BEGIN ANSWER -->
 # The window products cost 7 x 2 x C x 2C x Dh / C = 28 C Dh = 114,688 R FLOPs per position and
-# head, whatever L is. Hashing costs Dh R K = 64 x 2,048 R = 131,072 R at L = 65,536: more than the
-# attention itself, and it grows linearly with L because K does. So LSH attention's time per
-# token is not perfectly flat: with buckets proportional to L its hashing makes it grow, and at
-# 64K tokens hashing is half of the FLOPs. A fixed K (or factorised buckets, as the released code
-# offers) keeps the hashing cost per token constant.
+# head, whatever L is. Unfactorised, hashing costs 2 x 64 x 1,024 R = 131,072 R: more than the
+# attention itself, and growing linearly with L because K does, so the time per token would grow
+# with L. Factorised into two even factors of about sqrt(2,048) = 45 each (the library takes
+# (46, 46), so P = 23 + 23 = 46), it costs 2 x 64 x 46 R = 5,888 R, 5% of the window products,
+# and grows only as sqrt(L): the time per token stays nearly flat.
 # <!-- END ANSWER -->
 
 # %% [markdown]

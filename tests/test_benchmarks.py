@@ -35,17 +35,22 @@ def bench_module():
 
 @pytest.fixture(scope="module")
 def quick_results(bench_module, tmp_path_factory):
-    """Each script's ``main(["--quick"])`` into a temporary folder: {stem: (folder, saved JSON)}.
-
-    ``bench_<name>.py`` writes ``<name>.json`` and ``bench_<name>.png``.
-    """
+    """``quick_results(stem)``: run ``benchmarks/<stem>.py --quick`` into a temporary folder once
+    (per test module) and return (folder, saved JSON); ``bench_<name>.py`` writes ``<name>.json``
+    and ``bench_<name>.png``. One script failing fails only its own tests."""
     out = tmp_path_factory.mktemp("bench")
-    results = {}
-    for stem in SCRIPTS:
-        bench_module(stem).main(["--quick", "--out-dir", str(out), "--figures-dir", str(out)])
-        saved = json.loads((out / f"{stem.removeprefix('bench_')}.json").read_text())
-        results[stem] = (out, saved)
-    return results
+    done = {}
+
+    def run(stem):
+        if stem not in done:
+            bench_module(stem).main(["--quick", "--out-dir", str(out), "--figures-dir", str(out)])
+            done[stem] = (
+                out,
+                json.loads((out / f"{stem.removeprefix('bench_')}.json").read_text()),
+            )
+        return done[stem]
+
+    return run
 
 
 def check_numbers(tree, path="results"):
@@ -76,14 +81,14 @@ def check_timing(row, path):
 
 @pytest.mark.parametrize("stem", SCRIPTS)
 def test_quick_run_writes_well_formed_json_and_a_figure(quick_results, stem):
-    out, saved = quick_results[stem]
+    out, saved = quick_results(stem)
     assert saved["quick"] is True and set(saved["machine"]) >= {"numpy", "backend", "cpus"}
     check_numbers(saved)
     assert (out / f"{stem}.png").exists()
 
 
 def test_attention_speed_results(quick_results, bench_module):
-    _, saved = quick_results["bench_attention_speed"]
+    _, saved = quick_results("bench_attention_speed")
     setup = bench_module("bench_attention_speed").SETUPS["quick"]
     assert [r["length"] for r in saved["full"]] == list(setup["full_lengths"])
     assert set(saved["lsh"]) == {str(r) for r in setup["rounds"]} == set(saved["crossover"])
@@ -103,7 +108,7 @@ def test_attention_speed_results(quick_results, bench_module):
 
 
 def test_flop_rate_results(quick_results):
-    _, saved = quick_results["bench_flop_rate"]
+    _, saved = quick_results("bench_flop_rate")
     lsh = saved["lsh"]
     check_timing(lsh, "lsh")
     assert lsh["flops"]["total"] == sum(lsh["flops"][k] for k in ("hash", "forward", "backward"))
@@ -117,7 +122,7 @@ def test_flop_rate_results(quick_results):
 
 
 def test_memory_results(quick_results, bench_module):
-    _, saved = quick_results["bench_memory"]
+    _, saved = quick_results("bench_memory")
     setup = bench_module("bench_memory").SETUPS["quick"]
     assert {r["kind"] for r in saved["length"]} == set(setup["kinds"])
     assert {(r["arch"], r["n_layers"]) for r in saved["depth"]} == {
@@ -133,7 +138,7 @@ def test_memory_results(quick_results, bench_module):
 
 
 def test_lm_step_results(quick_results, bench_module):
-    _, saved = quick_results["bench_reformer_memory"]
+    _, saved = quick_results("bench_reformer_memory")
     bench = bench_module("bench_reformer_memory")
     assert saved["target_len"] == bench.QUICK["target_len"]
     steps = {r["length"]: r for r in saved["reformer"]}
