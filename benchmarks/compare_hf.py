@@ -13,8 +13,9 @@ What is measured (issue 10, item 1), for each sequence length L and each system:
 The model is the suite's LM (``common.LM_SETUPS``): 6 reversible LSH layers, d_model 256, 4 heads
 of 64, d_ff 1024, 4 hash rounds, chunk 64 with one chunk of look-back, causal, vocab 256, axial
 positions (L1, L2) with L1 * L2 = L (Hugging Face trains only on L = L1 * L2), feed-forward and
-loss in chunks of 2,048 positions, K = 2 L / C buckets (minireformer's default, given to both), no
-dropout, float32, batch 1. What could not be made the same is listed in :data:`DIFFERENCES`.
+loss in chunks of 2,048 positions, K = 2 L / C buckets (minireformer's default, given to both; as
+two factors where the library factorises it), no dropout, float32, batch 1. What could not be
+made the same is listed in :data:`DIFFERENCES`.
 
 The systems are ``minireformer-paper`` (the paper's semantics: keys of other buckets masked, the
 log N_ij correction for keys attended in several rounds), ``minireformer-released`` (the released
@@ -99,8 +100,9 @@ DIFFERENCES = [
     "sqrt(|x|^2 + 1e-12): a relative difference below 1e-5 in the keys.",
     "Random rotations: both draw new Gaussian (H, Dh, R, K/2) rotations every forward pass, "
     "Hugging Face with torch in float32, minireformer with a NumPy Generator.",
-    "Memory: Hugging Face's first call also pays torch's one-time lazy set-up (autograd engine, "
-    "kernels): about 30 MiB at toy sizes, included in its peak growth.",
+    "Memory: Hugging Face's peak growth includes what torch sets up on its first call "
+    "(autograd engine, kernels); at the --quick sizes its whole growth is about 35 MiB against "
+    "minireformer's 2-3 MiB, an upper bound on that fixed part.",
 ]
 
 FULL = _setup("full", (4096, 16384, 65536))
@@ -120,8 +122,9 @@ def axial_shape(length: int) -> tuple[int, int]:
     return first, length // first
 
 
-def n_buckets(setup: dict, length: int) -> int:
-    """K = 2 ceil(L / C): minireformer's default (``lsh.default_n_buckets``), given to both."""
+def n_buckets(setup: dict, length: int):
+    """minireformer's default K (``lsh.default_n_buckets``: 2 ceil(L / C), or two factors of it
+    where the library factorises), given to both systems (Hugging Face takes factors as a list)."""
     return lsh.default_n_buckets(length, setup["chunk_len"])
 
 
@@ -148,6 +151,7 @@ def hf_kwargs(setup: dict, length: int) -> dict:
     default is 1e-12). Causal LSH attention with one chunk of look-back, as in minireformer.
     """
     m = setup["model"]
+    k = n_buckets(setup, length)
     return dict(
         vocab_size=m["vocab_size"],
         hidden_size=m["d_model"],
@@ -156,7 +160,7 @@ def hf_kwargs(setup: dict, length: int) -> dict:
         feed_forward_size=m["d_ff"],
         attn_layers=["lsh"] * m["n_layers"],
         num_hashes=setup["n_hashes"],
-        num_buckets=n_buckets(setup, length),
+        num_buckets=list(k) if isinstance(k, tuple) else k,
         lsh_attn_chunk_length=setup["chunk_len"],
         lsh_num_chunks_before=1,
         lsh_num_chunks_after=0,
@@ -570,8 +574,13 @@ def plot(results: dict):
         f"{m['n_heads']} heads, {s['n_hashes']} rounds, chunk {s['chunk_len']}, "
         f"{results['machine']['threads']} threads"
     )
-    ax_m.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    lengths = sorted({r["length"] for r in results["rows"]})
+    for ax in (ax_t, ax_m):
+        ax.set_xticks(lengths, [f"{n:,}" for n in lengths])
+        ax.set_xlim(lengths[0] / 1.5, lengths[-1] * 1.5)
+    handles, labels = ax_t.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=3, loc="lower center")  # below, off the data
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
