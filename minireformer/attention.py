@@ -146,16 +146,21 @@ def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask
         raise ValueError("logits: expected a writable array (masked in place), got a read-only one")
     xp = backend.array_module(logits)
     q_pos, k_pos = q_pos[..., :, None], k_pos[..., None, :]  # (..., Lq, 1), (..., 1, Lk)
-    keep = xp.ones((1, 1), dtype=bool)
+    # ``dropped`` marks the logits replaced by a constant; keep is its negation, made last, so
+    # that every mask is one comparison and one copy over the (Lq, Lk) logits
+    dropped = None
     if causal:
-        keep = keep & (k_pos <= q_pos)  # (..., Lq, Lk)
+        dropped = k_pos > q_pos  # (..., Lq, Lk)
     if key_valid is not None:
-        keep = keep & key_valid[..., None, :]  # (..., Lq, Lk)
-    xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=~keep)
+        padding = ~key_valid[..., None, :]  # (..., 1, Lk)
+        dropped = padding if dropped is None else dropped | padding
+    if dropped is not None:
+        xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=dropped)
     if self_mask:
         is_self = q_pos == k_pos  # (..., Lq, Lk)
-        keep = keep & ~is_self
         xp.copyto(logits, xp.asarray(NEG_SELF, dtype=logits.dtype), where=is_self)
+        dropped = is_self if dropped is None else dropped | is_self
+    keep = ~dropped
     return logits, keep
 
 

@@ -355,7 +355,7 @@ def local_attention_forward(
             return log_mult
 
     win = Window(
-        pos=xp.arange(padded).reshape(1, 1, n_chunks, chunk_len),
+        pos=xp.arange(padded, dtype=xp.int32).reshape(1, 1, n_chunks, chunk_len),
         n_before=n_chunks_before,
         n_after=n_chunks_after,
         causal=causal,

@@ -108,20 +108,25 @@ class LSHAttentionCache(NamedTuple):
 
 
 def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
-    """Rotations as given (checked against Dh, H, R, K) or drawn per head; returns (rot, K)."""
+    """Rotations as given (checked against Dh, H, R and K) or drawn per head.
+
+    Returns ``(rotations, n_buckets)``, ``n_buckets`` the int K or its factors: as given; else
+    for drawn rotations lsh.default_n_buckets(L, C), for given ones one factor, 2 x their last
+    axis (so a factorised forward is replayed with its ``n_buckets`` passed again).
+    """
     _, n_heads, length, d_head = qk.shape
     if rotations is None:
-        if n_buckets is None:
-            n_buckets = lsh.default_n_buckets(length, chunk_len)
         if rng is None:
             raise ValueError("rng: expected a numpy.random.Generator when rotations is None")
+        if n_buckets is None:
+            n_buckets = lsh.default_n_buckets(length, chunk_len)
         n_buckets = lsh.check_n_buckets(n_buckets)
         return lsh.random_rotations(rng, d_head, n_hashes, n_buckets, n_heads=n_heads), n_buckets
     check_float_array("rotations", rotations)
     if n_buckets is not None:
         n_buckets = lsh.check_n_buckets(n_buckets)
-    half = None if n_buckets is None else n_buckets // 2
-    want = (d_head, n_hashes, half) if rotations.ndim == 3 else (n_heads, d_head, n_hashes, half)
+    width = None if n_buckets is None else lsh.rotation_width(n_buckets)
+    want = (d_head, n_hashes, width) if rotations.ndim == 3 else (n_heads, d_head, n_hashes, width)
     if rotations.ndim not in (3, 4) or any(
         w is not None and w != g for w, g in zip(want, rotations.shape)
     ):
@@ -131,7 +136,7 @@ def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
             f"rotations: expected shape {names} = {shown} for Dh={d_head}, H={n_heads}, "
             f"n_hashes={n_hashes}, n_buckets={n_buckets}, got {tuple(rotations.shape)}"
         )
-    return rotations, 2 * rotations.shape[-1]
+    return rotations, (2 * rotations.shape[-1] if n_buckets is None else n_buckets)
 
 
 def _check_buckets(buckets, shape, n_buckets):
@@ -144,7 +149,7 @@ def _check_buckets(buckets, shape, n_buckets):
         raise ValueError(f"buckets: expected ids in [0, {n_buckets}), got values in [{lo}, {hi}]")
 
 
-def _duplicate_counts(chunk_of, codes, tokens, chunks, index, *, n_before, n_after, across):
+def _duplicate_counts(chunk_of, codes, tokens, dtype, chunks, index, *, n_before, n_after, across):
     """N for the queries of some chunks and their windows: how often each key is attended.
 
     Counted without any L x L array, as trax does, by comparing "locations": in round r, key j
@@ -156,10 +161,11 @@ def _duplicate_counts(chunk_of, codes, tokens, chunks, index, *, n_before, n_aft
     Args:
         chunk_of: (B, H, R, Lp) sorted chunk of each copy; codes: (B, H, R, Lp) bucket + offset.
         tokens: (B, H, n_c, C) position held by each sorted slot.
+        dtype: the float dtype of the counts (the logits' dtype: they are subtracted as log N).
         chunks, index: a slice of m query chunks and their window_index (m, n_blocks).
 
     Returns:
-        int16 array (B, H, m, C, W).
+        (B, H, m, C, W) array of ``dtype``.
     """
     xp = backend.array_module(chunk_of, codes)
     batch, n_heads, n_rounds, _ = codes.shape
@@ -170,8 +176,8 @@ def _duplicate_counts(chunk_of, codes, tokens, chunks, index, *, n_before, n_aft
     # where each copy is in its round: (bucket code,) chunk; R x (B, H, m, 1, W) for the keys
     locations = chunk_of if across else codes * n_chunks + chunk_of  # (B, H, R, Lp)
     k_loc = [gather(locations[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
-    # int16 suffices: N <= R * R * (W / C), a few dozen at most
-    counts = xp.zeros((batch, n_heads, m, tokens.shape[3], k_loc[0].shape[-1]), dtype=xp.int16)
+    # counted directly as floats: no conversion pass before the log
+    counts = xp.zeros((batch, n_heads, m, tokens.shape[3], k_loc[0].shape[-1]), dtype=dtype)
     for r in range(n_rounds):
         q_chunk = gather(chunk_of[:, :, r], q_tok)  # (B, H, m*C)
         q_code = 0 if across else gather(codes[:, :, r], q_tok) * n_chunks
@@ -183,12 +189,12 @@ def _duplicate_counts(chunk_of, codes, tokens, chunks, index, *, n_before, n_aft
     return counts
 
 
-def _log_duplicate_counts(chunk_of, codes, tokens, dtype, chunks, index, **kwargs):
-    """log N as ``dtype`` (B, H, m, C, W), with N = 0 (a key masked as another bucket's)
-    counted as 1; see :func:`_duplicate_counts` for the arguments."""
-    xp = backend.array_module(chunk_of)
-    count = _duplicate_counts(chunk_of, codes, tokens, chunks, index, **kwargs).astype(dtype)
-    return xp.log(xp.maximum(count, 1, out=count), out=count)  # in place
+def _log_duplicate_counts(*args, **kwargs):
+    """log N (B, H, m, C, W), with N = 0 (a key masked as another bucket's) counted as 1; see
+    :func:`_duplicate_counts` for the arguments."""
+    counts = _duplicate_counts(*args, **kwargs)
+    xp = backend.array_module(counts)
+    return xp.log(xp.maximum(counts, 1, out=counts), out=counts)  # in place
 
 
 def lsh_attention_forward(
@@ -214,8 +220,9 @@ def lsh_attention_forward(
         qk: (B, H, L, Dh) float shared queries/keys; v: (B, H, L, Dv) float values; any L >= 1.
         chunk_len: C, the chunk length.
         n_hashes: R, hash rounds.
-        n_buckets: K, even; default 2 * ceil(L / C) (the paper's m = 2L/K), or that of
-            ``rotations`` when they are given.
+        n_buckets: K, even, or its factors (K1, K2, ...) (lsh.py); default
+            lsh.default_n_buckets (the paper's m = 2L/K, factorised above 128 buckets), or
+            2 x the last axis of ``rotations`` when they are given alone.
         rotations: (Dh, R, K/2) or (H, Dh, R, K/2) to hash with (e.g. ``cache.rotations``, to
             replay a forward exactly); if None, drawn per head from ``rng``.
         rng: numpy.random.Generator, needed when ``rotations`` is None.
@@ -239,13 +246,14 @@ def lsh_attention_forward(
     check_bool("attend_across_buckets", attend_across_buckets)
     check_bool("allow_duplicate_attention", allow_duplicate_attention)
     rotations, n_buckets = _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len)
+    factors, n_buckets = n_buckets, lsh.total_buckets(n_buckets)  # K, the product of the factors
     xp = backend.array_module(qk, v)
     batch, n_heads, length, _ = qk.shape
     padded = padded_length(length, chunk_len)
     n_chunks = n_hashes * padded // chunk_len
 
     if buckets is None:
-        buckets = lsh.hash_vectors(qk, rotations)  # (B, H, R, L)
+        buckets = lsh.hash_vectors(qk, rotations, factors)  # (B, H, R, L)
     else:
         _check_buckets(buckets, (batch, n_heads, n_hashes, length), n_buckets)
     # sort key (round, bucket, position); padding as bucket K, after its round's real tokens
@@ -279,7 +287,7 @@ def lsh_attention_forward(
             across=attend_across_buckets,
         )
     win = Window(
-        pos=slot_tokens,
+        pos=slot_tokens.astype(xp.int32),  # int32: the mask comparisons run twice as fast
         n_before=n_chunks_before,
         n_after=n_chunks_after,
         causal=causal,

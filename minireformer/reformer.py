@@ -60,7 +60,8 @@ class ReformerConfig:
         n_layers: N reversible blocks.
         attention_types: attention of each layer, cycled: "lsh", "local" or "full".
         n_hashes: R, LSH hash rounds.
-        n_buckets: K (even); None: the paper's rule K = 2 * ceil(L / chunk_len).
+        n_buckets: K (even) or its factors (K1, K2); None: lsh.default_n_buckets, the paper's
+            rule K = 2 * ceil(L / chunk_len), factorised above 2 * chunk_len buckets.
         chunk_len: C, the chunk length of LSH and local attention.
         causal: language-model masking.
         ff_chunk: positions per feed-forward chunk (paper eq. 10); None: unchunked.
@@ -96,7 +97,7 @@ class ReformerConfig:
     d_head: int | None = None
     attention_types: tuple = ("lsh",)
     n_hashes: int = 1
-    n_buckets: int | None = None
+    n_buckets: int | tuple | None = None
     chunk_len: int = 64
     causal: bool = True
     ff_chunk: int | None = None

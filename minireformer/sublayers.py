@@ -152,7 +152,8 @@ class AttentionSubLayer:
             got = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
             raise ValueError(f"record: expected a record of {self.kind!r} attention, got {got!r}")
         if self.kind == "lsh":
-            want = (self.n_heads, self.d_head, self.n_hashes, self._buckets_for(shape[1]) // 2)
+            width = lsh.rotation_width(self._buckets_for(shape[1]))
+            want = (self.n_heads, self.d_head, self.n_hashes, width)
             rot = rec["rotations"]
             if rot is None or tuple(rot.shape) != want:
                 got = None if rot is None else tuple(rot.shape)

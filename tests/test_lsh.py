@@ -100,3 +100,27 @@ def test_float32_vectors_are_projected_in_float32():
     np.testing.assert_array_equal(b64, b32)
     projections_f32 = x.shape[2] * 2 * 2 * 64 * 4
     assert peak64 < peak32 + 0.25 * projections_f32, (peak64, peak32)
+
+
+def test_default_n_buckets_factorises_long_sequences():
+    assert lsh.default_n_buckets(4096, 64) == 128  # at the limit: one factor
+    assert lsh.default_n_buckets(8192, 64) == (16, 16)  # K = 256
+    k1, k2 = lsh.default_n_buckets(65536, 64)  # K = 2048
+    assert k1 % 2 == 0 and k2 % 2 == 0 and k1 * k2 >= 2048 and max(k1, k2) <= 64
+
+
+def test_factorised_hash_combines_the_factors_in_mixed_radix():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 50, 8))
+    factors = (4, 6)
+    rotations = lsh.random_rotations(rng, 8, 2, factors, n_heads=3)  # (H, Dh, R, 2 + 3)
+    assert rotations.shape == (3, 8, 2, lsh.rotation_width(factors)) == (3, 8, 2, 5)
+    h1 = lsh.hash_vectors(x, rotations[..., :2])  # into 4 buckets
+    h2 = lsh.hash_vectors(x, rotations[..., 2:])  # into 6 buckets
+    buckets = lsh.hash_vectors(x, rotations, factors)
+    assert np.array_equal(buckets, h1 + 4 * h2)
+    assert buckets.min() >= 0 and buckets.max() < lsh.total_buckets(factors) == 24
+    with pytest.raises(ValueError, match="last axis"):
+        lsh.hash_vectors(x, rotations, (4, 4))
+    with pytest.raises(ValueError, match="n_buckets"):
+        lsh.check_n_buckets((4, 3))

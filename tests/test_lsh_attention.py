@@ -237,7 +237,7 @@ def test_replay_with_cached_rotations_and_per_head_or_shared_rotations():
     )
     assert np.array_equal(out, again) and np.array_equal(cache.buckets, cache2.buckets)
     shared = lsh.random_rotations(rng, 6, 2, 4)  # (Dh, R, K/2), one set for all heads
-    _, cache3 = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rotations=shared)
+    _, cache3 = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rotations=shared, n_buckets=4)
     assert np.array_equal(cache3.buckets, lsh.hash_vectors(qk, shared))
 
 
@@ -527,3 +527,20 @@ def test_blocks_of_chunks_change_nothing(monkeypatch, chunks_per_block, causal, 
     assert np.max(np.abs(out - out1)) < 1e-12
     for g, g1 in zip(lsh_attention_backward(dout, cache), grads1):
         assert np.max(np.abs(g - g1)) < 1e-12
+
+
+@pytest.mark.parametrize("mode", ["released", "paper"])
+def test_factorised_buckets_equal_the_loop_reference_and_replay(mode):
+    rng = np.random.default_rng(22)
+    qk, v, mask = make_inputs(rng, 1, 2, 19, 4, pad=True)
+    settings = dict(chunk_len=3, n_hashes=2, causal=True, mode=mode)
+    out, cache, across, dup = run(qk, v, mask, n_buckets=(2, 4), rng=rng, **settings)
+    assert cache.buckets.max() < 8 and cache.rotations.shape[-1] == 1 + 2
+    ref = loop_reference(qk, v, cache.buckets, 8, 3, causal=True, mask=mask, nb=1, na=0,
+                         across=across, dup=dup)  # fmt: skip
+    assert np.max(np.abs(out - ref)) < 1e-10
+    again, cache2 = lsh_attention_forward(qk, v, chunk_len=3, n_hashes=2, n_buckets=(2, 4),
+                                          rotations=cache.rotations, causal=True, mask=mask,
+                                          attend_across_buckets=across,
+                                          allow_duplicate_attention=dup)  # fmt: skip
+    assert np.array_equal(cache2.buckets, cache.buckets) and np.array_equal(again, out)
