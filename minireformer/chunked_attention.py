@@ -129,6 +129,9 @@ class Window(NamedTuple):
     log_count: None, or ``f(chunks, index)`` -> float broadcastable to (B, H, m, C, W), the
         constant subtracted from the logits of the queries of ``chunks`` (a slice of m chunks)
         over their windows ``index`` (LSH's duplicate correction).
+    rows: None when q, k, v are given per slot (B, H, n_c, C, .); or int (B, H, n_c, C), the row
+        of each slot in q, k, v given per position (B, H, Lp, .): LSH's sorted order is then
+        followed block by block, and no sorted copy of q, k, v is made.
     block: chunks per block; None: as many as fit :data:`BLOCK_ELEMENTS` logits.
     """
 
@@ -139,12 +142,29 @@ class Window(NamedTuple):
     key_valid: object = None
     group: object = None
     log_count: object = None
+    rows: object = None
     block: int | None = None
 
 
-def _blocks(q_shape, win: Window, xp):
+def _slots(x, win: Window, chunks):
+    """The rows of the slots of ``chunks``: (B, H, m, C, .), from x per slot or per position."""
+    if win.rows is None:
+        return x[:, :, chunks]
+    rows = win.rows[:, :, chunks]  # (B, H, m, C)
+    return gather(x, rows.reshape(rows.shape[:2] + (-1,))).reshape(rows.shape + x.shape[3:])
+
+
+def _window_slots(x, win: Window, index):
+    """The rows of the windows ``index``: (B, H, m, W, .), from x per slot or per position."""
+    if win.rows is None:
+        return window_of(x, index)
+    rows = window_of(win.rows, index)  # (B, H, m, W)
+    return gather(x, rows.reshape(rows.shape[:2] + (-1,))).reshape(rows.shape + x.shape[3:])
+
+
+def _blocks(batch, n_heads, win: Window, xp):
     """(chunks, index) for consecutive blocks of chunks: a slice and its window_index."""
-    batch, n_heads, n_chunks, chunk_len = q_shape[:4]
+    n_chunks, chunk_len = win.pos.shape[2:4]
     width = (win.n_before + 1 + win.n_after) * chunk_len  # W
     block = win.block or max(1, BLOCK_ELEMENTS // (batch * n_heads * chunk_len * width))
     for start in range(0, n_chunks, block):
@@ -154,11 +174,11 @@ def _blocks(q_shape, win: Window, xp):
 
 def _block_logits(q, k, chunks, index, win: Window):
     """Masked logits of the queries of ``chunks`` over their windows: (logits (B, H, m, C, W),
-    keep (bool broadcastable to it, False where a logit is a mask constant, or None), the window
-    keys (B, H, m, W, Dh))."""
+    keep (bool broadcastable to it, False where a logit is a mask constant, or None), the
+    block's queries (B, H, m, C, Dh) and window keys (B, H, m, W, Dh))."""
     xp = backend.array_module(q, k)
-    k_win = window_of(k, index)  # (B, H, m, W, Dh)
-    logits = xp.matmul(q[:, :, chunks], xp.ascontiguousarray(k_win.swapaxes(-1, -2)))
+    q_block, k_win = _slots(q, win, chunks), _window_slots(k, win, index)
+    logits = xp.matmul(q_block, xp.ascontiguousarray(k_win.swapaxes(-1, -2)))
     logits, keep = mask_logits(
         logits,
         win.pos[:, :, chunks],
@@ -173,7 +193,12 @@ def _block_logits(q, k, chunks, index, win: Window):
         keep = same if keep is None else keep & same
     if win.log_count is not None:
         logits -= win.log_count(chunks, index)
-    return logits, keep, k_win
+    return logits, keep, q_block, k_win
+
+
+def _slot_shape(q, win: Window) -> tuple:
+    """(B, H, n_c, C): one entry per slot."""
+    return q.shape[:2] + win.pos.shape[2:4]
 
 
 def window_attention_forward(q, k, v, win: Window):
@@ -188,7 +213,8 @@ def window_attention_forward(q, k, v, win: Window):
     FlashAttention does, Dao et al. 2022), so memory grows with the slots, not the slots x W.
 
     Args:
-        q: (B, H, n_c, C, Dh) queries; k: (B, H, n_c, C, Dh) keys; v: (B, H, n_c, C, Dv) values.
+        q, k: queries and keys, v: values; (B, H, n_c, C, .) per slot, or (B, H, Lp, .) per
+            position with ``win.rows``.
         win: the :class:`Window`.
 
     Returns:
@@ -196,16 +222,17 @@ def window_attention_forward(q, k, v, win: Window):
         of query s over its window are exp(logits - top_s) / total_s, and lse = top + log(total).
     """
     xp = backend.array_module(q, k, v)
-    out = xp.empty(q.shape[:4] + v.shape[4:], dtype=q.dtype)  # (B, H, n_c, C, Dv)
-    top = xp.empty(q.shape[:4], dtype=q.dtype)
-    total = xp.empty(q.shape[:4], dtype=q.dtype)
-    for chunks, index in _blocks(q.shape, win, xp):
-        logits, _, _ = _block_logits(q, k, chunks, index, win)  # (B, H, m, C, W)
+    shape = _slot_shape(q, win)
+    out = xp.empty(shape + v.shape[-1:], dtype=q.dtype)  # (B, H, n_c, C, Dv)
+    top = xp.empty(shape, dtype=q.dtype)
+    total = xp.empty(shape, dtype=q.dtype)
+    for chunks, index in _blocks(*shape[:2], win, xp):
+        logits, _, _, _ = _block_logits(q, k, chunks, index, win)  # (B, H, m, C, W)
         block_top = xp.max(logits, axis=-1, keepdims=True)  # subtracted for stability
         logits -= block_top
         weights = xp.exp(logits, out=logits)  # unnormalised, in place
         block_total = xp.sum(weights, axis=-1, keepdims=True)
-        out[:, :, chunks] = xp.matmul(weights, window_of(v, index)) / block_total
+        out[:, :, chunks] = xp.matmul(weights, _window_slots(v, win, index)) / block_total
         top[:, :, chunks], total[:, :, chunks] = block_top[..., 0], block_total[..., 0]
     return out, top, total
 
@@ -224,32 +251,35 @@ def window_attention_backward(dout, row, top, scale, q, k, v, win: Window):
     get no gradient. ``row`` is dout_i . out_i with out_i the query's final output.
 
     Args:
-        dout: (B, H, n_c, C, Dv) upstream gradient of each query slot.
-        row: (B, H, n_c, C) dout . out per query slot.
+        dout: upstream gradient, row: dout . out; per slot (B, H, n_c, C, Dv) and (B, H, n_c, C),
+            or per position (B, H, Lp, Dv) and (B, H, Lp) with ``win.rows``.
         top, scale: (B, H, n_c, C), see above.
         q, k, v, win: as given to :func:`window_attention_forward`.
 
     Returns:
-        ``(dq, dk, dv)`` shaped like q, k, v (per slot; keys and values summed over the windows
+        ``(dq, dk, dv)``, (B, H, n_c, C, .) per slot (keys and values summed over the windows
         that saw them).
     """
     xp = backend.array_module(dout, q)
-    dq = xp.empty_like(q)
-    dk, dv = xp.zeros_like(k), xp.zeros_like(v)
-    for chunks, index in _blocks(q.shape, win, xp):
-        weights, keep, k_win = _block_logits(q, k, chunks, index, win)  # (B, H, m, C, W)
+    shape = _slot_shape(q, win)
+    dq = xp.empty(shape + q.shape[-1:], dtype=q.dtype)
+    dk = xp.zeros(shape + k.shape[-1:], dtype=q.dtype)
+    dv = xp.zeros(shape + v.shape[-1:], dtype=q.dtype)
+    for chunks, index in _blocks(*shape[:2], win, xp):
+        weights, keep, q_block, k_win = _block_logits(q, k, chunks, index, win)  # (B,H,m,C,W)
         weights -= top[:, :, chunks, :, None]
         weights = xp.exp(weights, out=weights)
         weights *= scale[:, :, chunks, :, None]  # P, as the forward used it
-        d_out = dout[:, :, chunks]  # (B, H, m, C, Dv)
+        d_out = _slots(dout, win, chunks)  # (B, H, m, C, Dv)
         add_window(dv, xp.matmul(weights.swapaxes(-1, -2), d_out), index)
-        dlogits = xp.matmul(d_out, xp.ascontiguousarray(window_of(v, index).swapaxes(-1, -2)))
-        dlogits -= row[:, :, chunks, :, None]
-        dlogits *= weights  # (B, H, m, C, W)
+        v_win_t = xp.ascontiguousarray(_window_slots(v, win, index).swapaxes(-1, -2))
+        dlogits = xp.matmul(d_out, v_win_t)  # (B, H, m, C, W)
+        dlogits -= _slots(row[..., None], win, chunks)
+        dlogits *= weights
         if keep is not None:
             xp.copyto(dlogits, xp.asarray(0, dtype=dlogits.dtype), where=~keep)
         dq[:, :, chunks] = xp.matmul(dlogits, k_win)  # (B, H, m, C, Dh)
-        add_window(dk, xp.matmul(dlogits.swapaxes(-1, -2), q[:, :, chunks]), index)
+        add_window(dk, xp.matmul(dlogits.swapaxes(-1, -2), q_block), index)
     return dq, dk, dv
 
 
@@ -257,8 +287,9 @@ def window_weights(q, k, top, scale, win: Window):
     """The (B, H, n_c, C, W) weights P = exp(logits - top) * scale and keep mask, all chunks at
     once: for inspection and plots of small examples (the attention never holds them whole)."""
     xp = backend.array_module(q, k)
-    index = window_index(0, q.shape[2], q.shape[2], win.n_before, win.n_after, xp)
-    logits, keep, _ = _block_logits(q, k, slice(None), index, win)
+    n_chunks = win.pos.shape[2]
+    index = window_index(0, n_chunks, n_chunks, win.n_before, win.n_after, xp)
+    logits, keep, _, _ = _block_logits(q, k, slice(None), index, win)
     logits -= top[..., None]
     weights = xp.exp(logits, out=logits)
     weights *= scale[..., None]

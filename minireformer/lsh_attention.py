@@ -97,14 +97,7 @@ class LSHAttentionCache(NamedTuple):
         return self._weights()[1]
 
     def _weights(self):
-        tokens = self.order % self.qk.shape[2]  # (B, H, R*Lp)
-        batch, n_heads = tokens.shape[:2]
-
-        def sorted_chunks(x):
-            return gather(x, tokens).reshape((batch, n_heads, -1, self.chunk_len) + x.shape[3:])
-
-        q, k = sorted_chunks(self.qk), sorted_chunks(self.unit.unit)
-        return window_weights(q, k, self.top, self.scale, self.window)
+        return window_weights(self.qk, self.unit.unit, self.top, self.scale, self.window)
 
 
 def _check_rotations(rotations, rng, qk, n_hashes, n_buckets, chunk_len):
@@ -296,10 +289,10 @@ def lsh_attention_forward(
         if attend_across_buckets
         else gather(codes.reshape(batch, n_heads, -1), order).reshape(slot_tokens.shape),
         log_count=log_count,
+        rows=slot_tokens,  # the sorted order, followed block by block: no sorted copies
     )
-    out_s, top_s, total_s = window_attention_forward(
-        sorted_chunks(q), sorted_chunks(keys), sorted_chunks(v_pad), win
-    )  # out_s (B, H, n_c, C, Dv); top_s, total_s (B, H, n_c, C)
+    out_s, top_s, total_s = window_attention_forward(q, keys, v_pad, win)
+    # out_s (B, H, n_c, C, Dv); top_s, total_s (B, H, n_c, C)
     lse_s = top_s + xp.log(total_s)  # (B, H, n_c, C)
 
     # unsort: each copy's output and log-sum-exp, then softmax over rounds of the lse
@@ -352,12 +345,6 @@ def lsh_attention_backward(dout, cache: LSHAttentionCache):
     batch, n_heads, padded, _ = q.shape
     length = cache.buckets.shape[-1]
     check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
-    tokens = order % padded  # (B, H, R*Lp)
-    slots = (batch, n_heads, -1, chunk_len)
-
-    def sorted_chunks(x):  # (B, H, Lp, ...) -> (B, H, n_c, C, ...)
-        y = gather(x, tokens)
-        return y.reshape(slots + y.shape[3:])
 
     def unsort_sum(dx):  # (B, H, n_c, C, D) per slot -> (B, H, Lp, D) summed over rounds
         dx = gather(dx.reshape(batch, n_heads, -1, dx.shape[-1]), inverse)  # (B, H, R*Lp, D)
@@ -365,15 +352,6 @@ def lsh_attention_backward(dout, cache: LSHAttentionCache):
 
     dout = pad_length_axis(dout, padded)  # (B, H, Lp, Dv); padding queries get 0
     row = xp.sum(dout * out, axis=-1)  # (B, H, Lp)
-    dq, dk, dv = window_attention_backward(
-        sorted_chunks(dout),
-        sorted_chunks(row),
-        top,
-        scale,
-        sorted_chunks(q),
-        sorted_chunks(unit.unit),
-        sorted_chunks(v),
-        win,
-    )
+    dq, dk, dv = window_attention_backward(dout, row, top, scale, q, unit.unit, v, win)
     dqk = unsort_sum(dq) + unit_norm_backward(unsort_sum(dk), unit)  # (B, H, Lp, Dh)
     return dqk[:, :, :length], unsort_sum(dv)[:, :, :length]
