@@ -138,12 +138,14 @@ assert np.array_equal(lsh.hash_vectors(3.7 * x, rotations), lsh.hash_vectors(x, 
 # are equal. The library's `random_rotations` draws Gaussian matrices instead. Is that "close to a
 # rotation"? Only when $K/2$ is much smaller than $D_h$: then the $K/2$ columns, scaled by
 # $1/\sqrt{D_h}$, are nearly orthonormal (their singular values lie roughly within
-# $1 \pm \sqrt{K / 2D_h}$). When $K/2 > D_h$, as in the benchmark of a 65,536-token sequence
-# ($C = 64$ gives $K = 2048$ buckets, 1,024 columns in $D_h = 64$ dimensions), $R$ cannot be a
-# rotation at all: $D_h$ dimensions hold at most $D_h$ orthogonal directions. We check both cases
-# after the picture. Nothing below depends on orthogonality: the collision probabilities are
-# derived for a Gaussian $R$ exactly. What a non-orthogonal $R$ does change is that, for one
-# fixed $R$, some buckets are larger than others (visible at the end of this notebook).
+# $1 \pm \sqrt{K / 2D_h}$). When $K/2 > D_h$ (a 65,536-token sequence with $C = 64$ asks for
+# $K = 2048$ buckets: 1,024 columns in $D_h = 64$ dimensions), $R$ cannot be a rotation at all:
+# $D_h$ dimensions hold at most $D_h$ orthogonal directions. (The library avoids that many
+# columns by factorising large $K$, end of this notebook, but even each factor's 23 columns are
+# not "much fewer" than 64.) We check these cases after the picture. Nothing below depends on
+# orthogonality: the collision probabilities are derived for a Gaussian $R$ exactly. What a
+# non-orthogonal $R$ does change is that, for one fixed $R$, some buckets are larger than others
+# (visible at the end of this notebook).
 #
 # Below, three independent rounds (three matrices $R$) hash the same points. In the top row $x$
 # and $y$ are far apart (100 degrees): they land in different buckets in every round. In the
@@ -296,7 +298,7 @@ print("h(-x) == (h(x) + K/2) mod K for K in 2, 4, 8, 32, 64")
 #
 # **$R$ rounds.** Rounds use independent matrices, so the probability that $x$ and $y$ share a
 # bucket in *at least one* round (which is what decides whether a query can attend to a key,
-# notebook 03) is
+# notebook 04) is
 #
 # $$
 # P_{K,R}(\theta) = 1 - \big(1 - p_K(\theta)\big)^R .
@@ -471,13 +473,29 @@ plt.show()
 # bucket size $L / n_{buckets}$, and assumes that a bucket rarely grows to twice its average. For a
 # chosen chunk length $C$ that is $K = 2L/C$; `lsh.default_n_buckets` rounds $L/C$ up (so that $K$
 # is even and any $L$ works) and uses at least 2 buckets.
+#
+# **Factorised buckets.** Hashing into $K$ buckets costs $K/2$ projections per vector, and under
+# the rule $K = 2L/C$ that grows with $L$: at $L = 65{,}536$ and $C = 64$, 1,024 projections per
+# token and round, more than attending to its $2C = 128$ keys. The released code (trax, Hugging
+# Face) therefore accepts the bucket count as factors $(K_1, K_2)$: two independent hashes $h_1$
+# into $K_1$ buckets and $h_2$ into $K_2$ are combined as $h = h_1 + K_1 h_2$, at
+# $(K_1 + K_2)/2$ projections. Two vectors share $h$ exactly when they share both $h_1$ and $h_2$,
+# so the collision probability is $p_{K_1}(\theta)\, p_{K_2}(\theta)$ and the family is still
+# locality-sensitive. The library's default factorises above 128 buckets, into two even factors
+# of about $\sqrt{K}$ each (their product may round $K$ up a little).
 
 # %%
-for length, chunk in ((16, 4), (1024, 64), (4096, 64), (1000, 64), (50, 64)):
+for length, chunk in ((16, 4), (1024, 64), (4096, 64), (1000, 64), (50, 64), (65536, 64)):
     k = lsh.default_n_buckets(length, chunk)
-    print(f"L={length:>5} C={chunk:>3}: K = {k:>3}, average bucket size L/K = {length / k:6.1f}")
+    total, width = lsh.total_buckets(k), lsh.rotation_width(k)
+    print(
+        f"L={length:>5} C={chunk:>3}: K = {k!s:>8} ({total:>4} buckets, {width:>3} projections), "
+        f"average bucket size L/K = {length / total:6.1f}"
+    )
 assert lsh.default_n_buckets(1024, 64) == 32 and lsh.default_n_buckets(1000, 64) == 32
 assert lsh.default_n_buckets(50, 64) == 2 and lsh.default_n_buckets(16, 4) == 8
+factors = lsh.default_n_buckets(65536, 64)
+assert lsh.total_buckets(factors) >= 2048 and lsh.rotation_width(factors) < 64  # not 1,024
 
 # %% [markdown]
 # ## Buckets of attention-like queries
@@ -593,8 +611,10 @@ plt.show()
 #   $K \ge 8$ far more for close pairs than for far ones (asserted), for $K = 2$ the other way
 #   round (asserted).
 # * The number of buckets follows the chunk length, $K = 2\lceil L/C \rceil$, so that an average
-#   bucket fills half a chunk. Clustered queries share buckets with their cluster far more often
-#   than with others (asserted: over 5 times), and make buckets uneven, some larger than a chunk.
+#   bucket fills half a chunk; above 128 buckets the library factorises $K$ into two hashes, so that
+#   hashing costs about $\sqrt{K}$ projections instead of $K/2$. Clustered queries share buckets
+#   with their cluster far more often than with others (asserted: over 5 times), and make buckets
+#   uneven, some larger than a chunk.
 #
 # The numbers of this run:
 

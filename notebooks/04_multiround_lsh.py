@@ -42,6 +42,13 @@
 # [05 Reversible layers](05_reversible.ipynb). Exercises: `exercises/04_multiround_lsh.py`.
 
 # %%
+import os
+
+# One BLAS thread, as in notebook 01: on a small shared machine multi-threaded matrix products
+# stall unpredictably, which blurs the timings at the end. (Must precede numpy.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import time
 from functools import partial
 
