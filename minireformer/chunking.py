@@ -123,7 +123,11 @@ def _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, want_o
         if want_out:
             out[..., s, :] = y
         dx[..., s, :], dp_i = layers.feedforward_backward(dout[..., s, :], cache)
-        dp = dp_i if dp is None else {k: dp[k] + dp_i[k] for k in dp}
+        if dp is None:
+            dp = dp_i
+        else:  # in place: no third set of weight gradients beside the sum and the chunk's
+            for k in dp:
+                dp[k] += dp_i[k]
     return out, dx, dp
 
 

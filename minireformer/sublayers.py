@@ -202,31 +202,29 @@ class AttentionSubLayer:
         before the next group runs.
         """
         xp = backend.array_module(qk)
-        ctx, caches, buckets, dqk, dv = [], [], [], [], []
+        # each group writes its slice of preallocated arrays: no per-group pieces to concatenate
+        ctx = xp.empty_like(v)  # (B, H, L, Dh)
+        dqk, dv = (None, None) if dctx is None else (xp.empty_like(qk), xp.empty_like(v))
+        caches, buckets = [], []
         for heads in self.head_groups:
             sub = rec
             if self.kind == "lsh":
                 old = rec["buckets"]
                 sub = {**rec, "rotations": rec["rotations"][heads]}
                 sub["buckets"] = None if old is None else old[:, heads]
-            out, cache, sub = self.attend(qk[:, heads], v[:, heads], sub, mask)
-            ctx.append(out)
+            ctx[:, heads], cache, sub = self.attend(qk[:, heads], v[:, heads], sub, mask)
             if self.kind == "lsh":
                 buckets.append(sub["buckets"])
             if dctx is None:
                 caches += [cache] if need_cache else []
             else:
-                grads = self._attend_backward(dctx[:, heads], cache)
-                dqk.append(grads[0])
-                dv.append(grads[1])
+                dqk[:, heads], dv[:, heads] = self._attend_backward(dctx[:, heads], cache)
             del cache
 
-        def cat(parts):
-            return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
-
         if self.kind == "lsh" and rec["buckets"] is None:
-            rec = {**rec, "buckets": cat(buckets)}  # (B, H, R, L) the pattern to replay
-        return cat(ctx), (caches if dctx is None else (cat(dqk), cat(dv))), rec
+            # (B, H, R, L) the pattern to replay
+            rec = {**rec, "buckets": xp.concatenate(buckets, axis=1)}
+        return ctx, (caches if dctx is None else (dqk, dv)), rec
 
     def attend(self, qk, v, rec, mask=None):
         """This sub-layer's attention on heads: qk (B, h, L, Dh), v (B, h, L, Dv) ->
@@ -276,12 +274,10 @@ class AttentionSubLayer:
             dqk, dv = cache.attn
         else:
             dctx = split_heads(dctx, self.n_heads)  # (B, H, L, Dh)
-            grads = [
-                self._attend_backward(dctx[:, g], c) for g, c in zip(self.head_groups, cache.attn)
-            ]
             xp = backend.array_module(dctx)
-            dqk = xp.concatenate([g[0] for g in grads], axis=1)  # (B, H, L, Dh)
-            dv = xp.concatenate([g[1] for g in grads], axis=1)
+            dqk, dv = xp.empty_like(dctx), xp.empty_like(dctx)
+            for heads, c in zip(self.head_groups, cache.attn):
+                dqk[:, heads], dv[:, heads] = self._attend_backward(dctx[:, heads], c)
         dh, dp["w_qk"] = layers.linear_backward(merge_heads(dqk), cache.qk)  # (B, L, D)
         dh_v, dp["w_v"] = layers.linear_backward(merge_heads(dv), cache.v)
         dx, dp["ln_gamma"], dp["ln_beta"] = layers.layernorm_backward(dh + dh_v, cache.ln)
