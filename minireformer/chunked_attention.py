@@ -114,9 +114,9 @@ def window_multiplicity(delta, n_chunks: int, n_before: int, n_after: int):
     )
 
 
-# Logits computed at once, per block of chunks: 2^20 entries is 4 MiB in float32, small enough to
-# stay in the CPU's cache, large enough that NumPy's per-call overhead is negligible.
-BLOCK_ELEMENTS = 2**20
+# Logits computed at once, per block of chunks: 2^18 entries is 1 MiB in float32, small enough to
+# stay in the CPU's cache, large enough that NumPy's per-call overhead is small.
+BLOCK_ELEMENTS = 2**18
 
 
 class Window(NamedTuple):

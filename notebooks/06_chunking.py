@@ -521,7 +521,7 @@ assert all(act[n] > predicted["Table 3"][n] for n in ARCHS)  # the table counts 
 # - **LSH** attention replaces one $(L, L)$ product, which at $L = 512$ is small and fast, by
 #   hashing, a sort, gathers into chunks, $R$ rounds and their combination. It does $O(L\,C)$
 #   work instead of $O(L^2)$, so it wins only once $L$ is several times $2C$ times the overhead:
-#   notebook [03](03_lsh_attention.ipynb) measures that crossover for the attention alone, and the
+#   notebook [04](04_multiround_lsh.ipynb) measures that crossover for the attention alone, and the
 #   length sweep below for a whole training step.
 #
 # Observation (not asserted: wall-clock times of a shared CPU): the times printed above; the

@@ -198,7 +198,7 @@ check_table2(live)  # and the shipped checkpoints, evaluated now
 # %% [markdown]
 # ## 4. The same weights with the released code's LSH semantics
 #
-# Notebook 03 showed two LSH semantics: the paper's (keys of other buckets masked, the log-count
+# Notebook 04 showed two LSH semantics: the paper's (keys of other buckets masked, the log-count
 # correction for keys attended in several rounds) and the released trax / Hugging Face code's (both
 # switched off: `attend_across_buckets` and `allow_duplicate_attention` True). The models were
 # trained with the paper's; here the same weights are evaluated with the released code's.
@@ -252,7 +252,7 @@ plt.show()
 #
 # `attention_maps.attention_map` returns the $(L, L)$ weights with which the layer mixes positions
 # (attention is linear in the values, so feeding the identity matrix as values returns the
-# weights; for LSH this is the round-weighted mix of notebook 03). The query at position $t$ in
+# weights; for LSH this is the round-weighted mix of notebook 04). The query at position $t$ in
 # the second half predicts token $t + 1$, which also sits at position $t + 1 - (|w| + 1) = t - |w|$
 # in the first half: that is where a one-layer model must read. (Its own copy, $t - |w| - 1$, is
 # one further back; a single layer cannot use it, since the value there does not yet know its
