@@ -36,7 +36,7 @@ from minireformer import attention, lsh_attention
 SETUPS = {
     "full": dict(
         tokens=65_536,
-        lsh_lengths=(1024, 4096, 16384, 65536),
+        lsh_lengths=(1024, 2048, 4096, 8192, 16384, 32768, 65536),
         full_lengths=(1024, 2048, 4096, 8192),
         rounds=(1, 2, 4, 8),
         n_heads=4,
