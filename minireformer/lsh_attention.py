@@ -255,6 +255,7 @@ def lsh_attention_forward(
     codes = codes + (n_buckets + 1) * xp.arange(n_hashes).reshape(-1, 1)  # bucket + offset
     sort_key = (codes * padded + xp.arange(padded)).reshape(batch, n_heads, -1)  # (B, H, R*Lp)
     order = xp.argsort(sort_key, axis=-1)  # keys are distinct, so any sort is the stable one
+    del sort_key
     inverse = xp.argsort(order, axis=-1)  # (B, H, R*Lp) copy index -> sorted slot
     tokens = order % padded  # (B, H, R*Lp) position held by each sorted slot
 
@@ -297,6 +298,7 @@ def lsh_attention_forward(
 
     # unsort: each copy's output and log-sum-exp, then softmax over rounds of the lse
     out_r = gather(out_s.reshape(batch, n_heads, -1, out_s.shape[-1]), inverse)
+    del out_s
     out_r = out_r.reshape(batch, n_heads, n_hashes, padded, -1)  # (B, H, R, Lp, Dv)
     lse_r = gather(lse_s.reshape(batch, n_heads, -1), inverse)
     lse_r = lse_r.reshape(batch, n_heads, n_hashes, padded)  # (B, H, R, Lp)
@@ -347,11 +349,18 @@ def lsh_attention_backward(dout, cache: LSHAttentionCache):
     check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
 
     def unsort_sum(dx):  # (B, H, n_c, C, D) per slot -> (B, H, Lp, D) summed over rounds
-        dx = gather(dx.reshape(batch, n_heads, -1, dx.shape[-1]), inverse)  # (B, H, R*Lp, D)
-        return xp.sum(dx.reshape(batch, n_heads, -1, padded, dx.shape[-1]), axis=2)
+        dx = dx.reshape(batch, n_heads, -1, dx.shape[-1])  # (B, H, R*Lp, D)
+        total = gather(dx, inverse[:, :, :padded])  # round by round: one (Lp, D) temporary
+        for start in range(padded, inverse.shape[-1], padded):
+            total += gather(dx, inverse[:, :, start : start + padded])
+        return total
 
     dout = pad_length_axis(dout, padded)  # (B, H, Lp, Dv); padding queries get 0
     row = xp.sum(dout * out, axis=-1)  # (B, H, Lp)
     dq, dk, dv = window_attention_backward(dout, row, top, scale, q, unit.unit, v, win)
-    dqk = unsort_sum(dq) + unit_norm_backward(unsort_sum(dk), unit)  # (B, H, Lp, Dh)
+    del dout, row
+    dqk = unsort_sum(dq)  # (B, H, Lp, Dh); each slot array is released once summed
+    del dq
+    dqk += unit_norm_backward(unsort_sum(dk), unit)
+    del dk
     return dqk[:, :, :length], unsort_sum(dv)[:, :, :length]
