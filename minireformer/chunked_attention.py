@@ -234,6 +234,7 @@ def window_attention_forward(q, k, v, win: Window):
         block_total = xp.sum(weights, axis=-1, keepdims=True)
         out[:, :, chunks] = xp.matmul(weights, _window_slots(v, win, index)) / block_total
         top[:, :, chunks], total[:, :, chunks] = block_top[..., 0], block_total[..., 0]
+        del logits, weights  # before the next block's are made: one block's arrays at a time
     return out, top, total
 
 
@@ -280,6 +281,7 @@ def window_attention_backward(dout, row, top, scale, q, k, v, win: Window):
             xp.copyto(dlogits, xp.asarray(0, dtype=dlogits.dtype), where=~keep)
         dq[:, :, chunks] = xp.matmul(dlogits, k_win)  # (B, H, m, C, Dh)
         add_window(dk, xp.matmul(dlogits.swapaxes(-1, -2), q_block), index)
+        del weights, keep, q_block, k_win, d_out, v_win_t, dlogits  # one block's at a time
     return dq, dk, dv
 
 
