@@ -1,6 +1,6 @@
 """Peak memory, measured and predicted (paper section 1, section 3 and Table 3).
 
-Two halves:
+Three parts:
 
 1. **Measurement.** :func:`measure_peak` runs a callable and reports the peak number of bytes that
    were allocated during the call on top of what was already allocated when it began. On the NumPy
@@ -26,6 +26,10 @@ Two halves:
    reformer            max(b l d_model, b n_h l n_r c)
    ==================  =====================================
 
+3. **The exact model** (:mod:`minireformer.memory_model`, re-exported here): the arrays this
+   implementation holds at its peak, counted from the code, for an attention layer
+   (:func:`attention_peak_model`) and a reversible training step (:func:`step_peak_model`).
+
    Source: Kitaev, Kaiser, Levskaya, "Reformer: The Efficient Transformer", ICLR 2020,
    https://arxiv.org/abs/2001.04451, Table 3 ("Memory and time complexity of Transformer
    variants"), and Table 1 for the LSH attention term b n_h l n_r (4l/n_c)^2.
@@ -47,7 +51,26 @@ from dataclasses import dataclass
 
 from . import backend
 from .checks import check_positive_int
+from .memory_model import PeakModel, attention_peak_model, step_peak_model
 from .tree import leaves
+
+__all__ = [  # the exact model is re-exported beside the measurement and Table 3
+    "GB",
+    "GiB",
+    "TABLE3_ARCHS",
+    "PeakModel",
+    "activation_bytes",
+    "attention_matrix_bytes",
+    "attention_peak_model",
+    "measure_peak",
+    "measure_training_step",
+    "param_bytes",
+    "per_layer_estimate_bytes",
+    "step_peak_model",
+    "table3_memory",
+    "transformer_activation_bytes",
+    "tree_nbytes",
+]
 
 GB = 10**9  # the paper's "GB" in its introduction is a decimal gigabyte ...
 GiB = 2**30  # ... and "16GB" for the 64K x 64K matrix is exactly 16 binary gigabytes
