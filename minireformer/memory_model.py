@@ -11,8 +11,9 @@ Two calls are modelled:
 
 - :func:`attention_peak_model`: ``*_attention_forward`` then ``*_attention_backward`` on
   (B, H, L, Dh) inputs that already exist (LSH, local or full shared-QK attention);
-- :func:`step_peak_model`: one ``reformer.loss_and_grads`` of a reversible Reformer, parameters
-  existing; its peak is in the backward pass, inside one block's recomputed attention.
+- :func:`step_peak_model`: one ``reformer.loss_and_grads`` of a Reformer, parameters existing:
+  reversible (the peak is in the backward pass, inside one block's recomputed sub-layers) or
+  with stored activations (every block's cache, plus the loss or the top block's backward).
 
 Shape letters: B batch, H heads (h in a group of heads), L length, Lp padded length, Dh head width,
 R rounds, C chunk length, W window width, D model width, F feed-forward width, V vocabulary,
@@ -78,22 +79,22 @@ def _lsh_cache(
     n, p = batch * heads * n_hashes * padded, batch * heads * padded
     pad = padded != length
     terms = {
-        "buckets (B h R L) int64": INT * batch * heads * n_hashes * length,
-        "order, inverse (N) int64": 2 * INT * n,
-        "top, scale per slot (N)": 2 * s * n,
-        "lse (P)": s * p,
-        "unit keys (P Dh)": s * p * d_head,
-        "key norms (P)": s * p,
-        "output (P Dh)": s * p * d_head,
-        "window positions (N) int32": INT32 * n,
-        "window rows: sorted tokens (N) int64": INT * n,
-        "padded q and v (P Dh each)": 2 * s * p * d_head if pad else 0,
-        "sorted key validity (N) bool": BOOL * n if (pad or mask) else 0,
-        "sorted bucket codes (N) int64": 0 if across else INT * n,
-        "duplicate counts: chunk of each copy, codes (2 N) int64": 0 if dup else 2 * INT * n,
+        "cache: buckets (B h R L) int64": INT * batch * heads * n_hashes * length,
+        "cache: order, inverse (N) int64": 2 * INT * n,
+        "cache: top, scale per slot (N)": 2 * s * n,
+        "cache: lse (P)": s * p,
+        "cache: unit keys (P Dh)": s * p * d_head,
+        "cache: key norms (P)": s * p,
+        "cache: output (P Dh)": s * p * d_head,
+        "cache: window positions (N) int32": INT32 * n,
+        "cache: window rows: sorted tokens (N) int64": INT * n,
+        "cache: padded q and v (P Dh each)": 2 * s * p * d_head if pad else 0,
+        "cache: sorted key validity (N) bool": BOOL * n if (pad or mask) else 0,
+        "cache: sorted bucket codes (N) int64": 0 if across else INT * n,
+        "cache: duplicate counts: chunk of each copy, codes (2 N) int64": 0 if dup else 2 * INT * n,
     }
     if drawn:
-        terms["rotations (h Dh R K/2) float64"] = 8 * heads * d_head * n_hashes * width_r
+        terms["cache: rotations (h Dh R K/2) float64"] = 8 * heads * d_head * n_hashes * width_r
     return terms
 
 
@@ -134,18 +135,23 @@ def attention_peak_model(
     if kind == "full":
         e = b * h * length * length  # the (L, L) logits
         lin = s * b * h * length * d
-        masks = BOOL * e * (1 + int(causal or mask))  # keep, plus the dropped mask while built
+        cache = {
+            "cache: weights (E)": s * e,
+            "cache: keep mask (bool E)": BOOL * e,
+            "cache: unit keys (L Dh)": lin,
+        }
         return _peak(
             {
                 "forward: logits and weights": {
-                    "logits, weights (2 E)": 2 * s * e,
-                    "masks (bool E)": masks + BOOL * e,
-                    "unit keys, output (L Dh)": 2 * lin,
+                    **cache,
+                    "logits (E)": s * e,
+                    "masks being built (bool E)": BOOL * e * (1 + int(causal or mask)),
+                    "output (L Dh)": lin,
                 },
                 "backward: dS = P (dP - row)": {
-                    "weights, dP, dP - row, dS (4 E)": 4 * s * e,
-                    "keep mask (bool E)": BOOL * e,
-                    "unit keys, output, dv (L Dh)": 3 * lin,
+                    **cache,
+                    "dP, dP - row, dS (3 E)": 3 * s * e,
+                    "output, dv (2 L Dh)": 2 * lin,
                 },
             }
         )
@@ -160,10 +166,10 @@ def attention_peak_model(
     slot_grads = {"slot gradients dq, dk, dv (3 N Dh)": 3 * s * n * d}
     if kind == "local":
         cache = {
-            "q, unit keys, v in chunks (3 P Dh)": s * p * d * (3 if padded != length else 1),
-            "top, total (2 P)": 2 * s * p,
-            "output (P Dh)": s * p * d,
-            "key norms (P)": s * p,
+            "cache: q, unit keys, v in chunks (3 P Dh)": s * p * d * (3 if padded != length else 1),
+            "cache: top, total (2 P)": 2 * s * p,
+            "cache: output (P Dh)": s * p * d,
+            "cache: key norms (P)": s * p,
         }
         return _peak(
             {
@@ -233,21 +239,53 @@ def _param_bytes(config, s: int) -> tuple:
     return attn, ff, head
 
 
-def step_peak_model(config, batch: int, length: int) -> PeakModel:
-    """Peak bytes of one ``reformer.loss_and_grads`` of a reversible Reformer (parameters exist).
+def _inner_attention(config, i: int, batch: int, length: int, s: int, heads: int) -> PeakModel:
+    """The attention of block i on ``heads`` heads, forward and backward (rotations recorded)."""
+    return attention_peak_model(
+        config.attention_type(i),
+        batch=batch,
+        n_heads=heads,
+        length=length,
+        d_head=config.d_head,
+        chunk_len=config.chunk_len,
+        n_hashes=config.n_hashes,
+        n_buckets=config.n_buckets,
+        causal=config.causal,
+        attend_across_buckets=config.attend_across_buckets,
+        allow_duplicate_attention=config.allow_duplicate_attention,
+        dtype_bytes=s,
+        drawn_rotations=False,
+    )
 
-    The backward pass walks down the blocks (reversible.reverse_and_grad): at block i it holds
-    the streams and their gradients, the gradients of the blocks above and of the head, and the
-    records of blocks 0..i; inside the block, first the feed-forward G is recomputed and
-    differentiated chunk by chunk, then the attention F, head group by head group. The peak is
-    the largest of those phases over the blocks, or the head's (the loss), modelled the same way.
+
+def _stored_block_bytes(config, i: int, batch: int, length: int, s: int) -> int:
+    """What reversible.forward_stored keeps of block i (StoredCache): both layer norms' outputs
+    and caches, q, v and the merged context, the attention's cache (its terms named "cache: "),
+    and for an unchunked feed-forward its two (B, L, F) hidden arrays."""
+    stream = s * batch * length * config.d_model
+    heads = s * batch * length * config.n_heads * config.d_head
+    inner = _inner_attention(config, i, batch, length, s, config.n_heads)
+    attention = sum(v for k, v in inner.terms.items() if k.startswith("cache: "))
+    hidden = 0 if config.ff_chunk else 2 * s * batch * length * config.d_ff
+    return 4 * stream + 3 * heads + attention + hidden + _record_bytes(config, batch, length)
+
+
+def step_peak_model(config, batch: int, length: int) -> PeakModel:
+    """Peak bytes of one ``reformer.loss_and_grads`` (parameters exist).
+
+    Reversible: the backward pass walks down the blocks (reversible.reverse_and_grad): at block i
+    it holds the streams and their gradients, the gradients of the blocks above and of the head,
+    and the records of blocks 0..i; inside the block, first the feed-forward G is recomputed and
+    differentiated chunk by chunk, then the attention F, head group by head group. The peak is the
+    largest of those phases over the blocks, or the head's (the loss), modelled the same way.
+
+    Stored activations (``reversible=False``): every block's cache (:func:`_stored_block_bytes`)
+    is alive when the loss is differentiated and while the top block's backward runs.
 
     Args:
-        config: a ``reformer.ReformerConfig`` with ``reversible=True``.
+        config: a ``reformer.ReformerConfig``.
         batch, length: B and L of the tokens.
     """
-    if not config.reversible:
-        raise ValueError("config: the exact model covers reversible Reformers (reversible=True)")
     s = 4 if config.dtype == "float32" else 8
     b, n, d, f, v = batch, length, config.d_model, config.d_ff, config.vocab_size
     stream = s * b * n * d  # LD: one (B, L, D) array
@@ -257,26 +295,44 @@ def step_peak_model(config, batch: int, length: int) -> PeakModel:
     group = config.n_parallel_heads or config.n_heads
     ff_chunk = min(config.ff_chunk or n, n)
     loss_chunk = min(config.loss_chunk or n - 1, n - 1)
+    head = {
+        "gradients of the head": head_p,
+        "streams y1, y2 (2 B L D)": 2 * stream,
+        "normalised [y1; y2], its cache, dh (6 B L D)": 6 * stream,
+        "one chunk's logits, softmax and gradient (3 B S V)": 3 * s * b * loss_chunk * v,
+    }
+    if not config.reversible:
+        top = config.n_layers - 1
+        caches = {
+            "every block's stored cache": sum(
+                _stored_block_bytes(config, i, b, n, s) for i in range(config.n_layers)
+            )
+        }
+        inner = _inner_attention(config, top, b, n, s, config.n_heads)
+        backward = {k: val for k, val in inner.terms.items() if not k.startswith("cache: ")}
+        return _peak(
+            {
+                "head: loss and its gradient": {**caches, **head},
+                "top block: feed-forward G backward": {
+                    **caches,
+                    "gradients of the head and G": head_p + ff_p,
+                    "dy1, dy2, dx (3 B L D)": 3 * stream,
+                    "one chunk's hidden gradients (4 B S F)": 4 * s * b * ff_chunk * f,
+                },
+                f"top block: attention F backward ({inner.phase})": {
+                    **caches,
+                    "gradients of the head and G": head_p + ff_p,
+                    "dx1, dy2, dG (3 B L D)": 3 * stream,
+                    "dctx, dqk, dv (3 B H L Dh)": 3 * heads,
+                    **{f"attention: {k}": val for k, val in backward.items()},
+                },
+            }
+        )
     phases = {}
     for i in range(config.n_layers):
         above = (config.n_layers - 1 - i) * (attn_p + ff_p) + head_p  # gradients made so far
         kept = (i + 1) * record  # records of blocks 0..i
-        kind = config.attention_type(i)
-        inner = attention_peak_model(
-            kind,
-            batch=b,
-            n_heads=group,
-            length=n,
-            d_head=config.d_head,
-            chunk_len=config.chunk_len,
-            n_hashes=config.n_hashes,
-            n_buckets=config.n_buckets,
-            causal=config.causal,
-            attend_across_buckets=config.attend_across_buckets,
-            allow_duplicate_attention=config.allow_duplicate_attention,
-            dtype_bytes=s,
-            drawn_rotations=False,
-        )
+        inner = _inner_attention(config, i, b, n, s, group)
         phases[f"block {i}: attention F ({inner.phase})"] = {
             "gradients of the blocks above, the head and this G": above + ff_p,
             "records of blocks 0..i": kept,
@@ -294,10 +350,7 @@ def step_peak_model(config, batch: int, length: int) -> PeakModel:
             "one chunk's weight gradients": ff_p,
         }
     phases["head: loss and its gradient"] = {
-        "gradients of the head": head_p,
         "records of all blocks": config.n_layers * record,
-        "streams y1, y2 (2 B L D)": 2 * stream,
-        "normalised [y1; y2], its cache, dh (6 B L D)": 6 * stream,
-        "one chunk's logits, softmax and gradient (3 B S V)": 3 * s * b * loss_chunk * v,
+        **head,
     }
     return _peak(phases)
