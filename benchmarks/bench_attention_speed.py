@@ -31,7 +31,7 @@ from __future__ import annotations
 import common
 import numpy as np
 
-from minireformer import attention, lsh_attention
+from minireformer import attention, chunked_attention, lsh_attention
 
 SETUPS = {
     "full": dict(
@@ -72,6 +72,12 @@ def lsh_step(qk, v, dout, *, chunk_len: int, n_hashes: int, seed: int = 0):
         qk, v, chunk_len=chunk_len, n_hashes=n_hashes, rng=np.random.default_rng(seed), causal=True
     )
     return lsh_attention.lsh_attention_backward(dout, cache)
+
+
+def local_step(qk, v, dout, *, chunk_len: int):
+    """One local (chunked, unsorted) attention forward + backward."""
+    out, cache = chunked_attention.local_attention_forward(qk, v, chunk_len=chunk_len, causal=True)
+    return chunked_attention.local_attention_backward(dout, cache)
 
 
 def full_step(qk, v, dout):

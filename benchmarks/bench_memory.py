@@ -5,16 +5,17 @@ linearly with L where full attention's grows as L^2; a model with stored activat
 that grows with depth, a reversible one does not, and chunking the feed-forward and the loss
 removes the (B, L, d_ff) and (B, L, V) terms. Beside every measurement stands the exact memory
 model of ``minireformer.memory`` (the arrays this implementation holds at its peak, not Table 3's
-orders of growth): ``memory.attention_peak_model(config, batch, length)`` for a layer and
+orders of growth): ``memory.attention_peak_model(kind, ...)`` for an attention call and
 ``memory.step_peak_model(config, batch, length)`` for a training step, each returning ``.total``
 bytes and ``.terms`` (name -> bytes).
 
 What it runs (the issue's model, ``common.LM_SETUPS``; float32, batch 1):
 
-1. against length: one attention sub-layer (layer norm, projections, attention, output) forward +
-   backward (``AttentionSubLayer.forward_backward`` on a freshly drawn record, so hashing
-   included) for LSH, local and full attention at L = 1,024 ... 16,384 (full attention only
-   where one head group's (L, L) weights fit ``--full-budget-mib``);
+1. against length: one attention forward + backward on existing (B, H, L, Dh) inputs
+   (``lsh_attention_forward`` / ``_backward`` with rotations drawn inside the call,
+   ``local_attention_*``, ``shared_qk_attention_*``; the LM's H = 4 heads of 64, C = 64, R = 4)
+   at L = 1,024 ... 16,384, full attention only where its (B, H, L, L) weights fit
+   ``--full-budget-mib``;
 2. against depth: one ``reformer.loss_and_grads`` step at L = 2,048 with 1 to 8 layers, for
    stored activations (not reversible, no chunking), reversible (no chunking) and chunked
    reversible (the Reformer).
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import common
 import numpy as np
+from bench_attention_speed import full_step, inputs, local_step, lsh_step
 
 from minireformer import memory, reformer
 
@@ -69,18 +71,33 @@ def model_row(measured: int, model) -> dict:
     }
 
 
-def attention_layer(lm: dict, kind: str, length: int, seed: int = 0) -> dict:
-    """Peak of one attention sub-layer's forward + backward at ``length``, and the model's."""
-    config = common.reformer_config(lm, length, attention_types=(kind,), n_layers=1)
-    rng = np.random.default_rng(seed)
-    sub = reformer.build_blocks(config)[0].f
-    p = reformer.init_reformer(config, rng)["blocks"][0][sub.key]
-    x, dout = rng.standard_normal((2, 1, length, config.d_model), dtype=np.float32)  # (B, L, D)
-    record = sub.draw(rng, x.shape)
-    _, peak = memory.measure_peak(sub.forward_backward, x, p, record, dout)
-    row = {"kind": kind, "length": length}
-    row.update(model_row(peak, memory.attention_peak_model(config, 1, length)))
-    return row
+def attention_call(lm: dict, kind: str, length: int, seed: int = 0) -> dict:
+    """Peak of one attention forward + backward at ``length`` on existing inputs, and the model's.
+
+    The heads, chunk and rounds are the LM's (``lm``); batch 1, causal, float32; LSH draws its
+    rotations inside the call, as in a training step.
+    """
+    config = common.reformer_config(lm, length)
+    qk, v, dout = inputs(dict(n_heads=config.n_heads, d_head=config.d_head), 1, length, seed)
+    window = dict(chunk_len=config.chunk_len)
+    steps = {
+        "lsh": (lsh_step, dict(window, n_hashes=config.n_hashes)),
+        "local": (local_step, window),
+        "full": (full_step, {}),
+    }
+    step, kwargs = steps[kind]
+    _, peak = memory.measure_peak(step, qk, v, dout, **kwargs)
+    model = memory.attention_peak_model(
+        kind,
+        batch=1,
+        n_heads=config.n_heads,
+        length=length,
+        d_head=config.d_head,
+        chunk_len=config.chunk_len,
+        n_hashes=config.n_hashes,
+        causal=True,
+    )
+    return {"kind": kind, "length": length, **model_row(peak, model)}
 
 
 def training_step(lm: dict, arch: str, n_layers: int, length: int, seed: int = 0) -> dict:
@@ -114,7 +131,12 @@ def plot(results: dict):
     left.minorticks_off()
     left.set_xlabel("sequence length L (batch 1)")
     left.set_ylabel("peak memory (MiB)")
-    left.set_title("One attention sub-layer, forward + backward", fontsize=10)
+    lm = results["setup"]["model"]
+    left.set_title(
+        f"Attention forward + backward: H = {lm['model']['n_heads']}, R = {lm['n_hashes']} "
+        f"(LSH), C = {lm['chunk_len']}",
+        fontsize=10,
+    )
     left.legend(fontsize=7)
     for i, arch in enumerate(ARCHS):
         rows = [r for r in results["depth"] if r["arch"] == arch]
@@ -135,7 +157,7 @@ def plot(results: dict):
 
 
 def main(argv=None) -> dict:
-    budget_option = common.full_budget_option(512, "(L, L) weights of one head group")
+    budget_option = common.full_budget_option(512, "(B, H, L, L) float32 array")
     args = common.parse_args(__doc__, argv, budget_option)
     setup = SETUPS["quick" if args.quick else "full"]
     lm = common.LM_SETUPS[setup["lm"]]
@@ -144,10 +166,10 @@ def main(argv=None) -> dict:
     rows = []
     for kind in setup["kinds"]:
         for length in setup["lengths"]:
-            if kind == "full" and lm["n_parallel_heads"] * length**2 * 4 > budget:
+            if kind == "full" and lm["model"]["n_heads"] * length**2 * 4 > budget:
                 common.log(f"  full   L={length}: weights exceed the budget, skipped")
                 continue
-            rows.append(attention_layer(lm, kind, length))
+            rows.append(attention_call(lm, kind, length))
             r = rows[-1]
             common.log(
                 f"  {kind:6s} L={length:6d}: measured {r['measured_bytes'] / common.MiB:8.1f} MiB,"
