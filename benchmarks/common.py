@@ -118,9 +118,10 @@ def time_call(
     """Wall-clock seconds of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed calls.
 
     With ``budget_s``, fewer timed calls are made when one call's duration (the last warm-up
-    call's, or ``estimate_s``, that of an earlier call made by the caller) says that ``repeats``
-    of them would take longer than the budget; at least one is always made. A garbage collection
-    runs before each call, so that no call pays for its predecessor's.
+    call's, ``estimate_s``, that of an earlier call made by the caller, or else the first timed
+    call's) says that ``repeats`` of them would take longer than the budget; at least one is
+    always made. A garbage collection runs before each call, so that no call pays for its
+    predecessor's.
 
     Returns:
         {"median_s", "min_s", "max_s": seconds over the timed calls, "repeats": their number,
@@ -134,10 +135,14 @@ def time_call(
         return time.perf_counter() - start
 
     warm = [once() for _ in range(warmup)]
+    times = []
     one_call = warm[-1] if warm else estimate_s
-    if budget_s is not None and one_call is not None:
+    if one_call is None:
+        times.append(once())
+        one_call = times[0]
+    if budget_s is not None:
         repeats = max(1, min(repeats, math.floor(budget_s / one_call)))
-    times = [once() for _ in range(repeats)]
+    times += [once() for _ in range(repeats - len(times))]
     return {
         "median_s": statistics.median(times),
         "min_s": min(times),
