@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
 FIGURES_ENV = "MINIREFORMER_FIGURES"
 DPI = 110
@@ -31,6 +32,14 @@ def save_figure(fig: plt.Figure, name: str) -> Path:
     path = figures_dir() / f"{name}.png"
     fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     return path
+
+
+def label_log_axis(axis) -> None:
+    """Label a logarithmic axis at 1, 2 and 5 in every decade, as plain numbers (a decade-only
+    log axis often shows just two labels); ``axis`` is e.g. ``ax.yaxis``."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def accuracy_table(table: dict, rows, columns, *, title: str, ax=None) -> plt.Figure:

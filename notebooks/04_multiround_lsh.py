@@ -54,7 +54,6 @@ from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from tqdm.auto import tqdm
 
 from minireformer import backend, lsh, memory
@@ -65,7 +64,7 @@ from minireformer.attention import (
 )
 from minireformer.gradcheck import check_op
 from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
-from minireformer.plotting import save_figure
+from minireformer.plotting import label_log_axis, save_figure
 
 START = time.perf_counter()
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
@@ -661,8 +660,9 @@ print("share of an LSH step spent sorting:", np.round(sort_share, 3))
 
 # %% [markdown]
 # Memory, unlike wall-clock time, is deterministic here, so its growth can be checked: from
-# $L = 1024$ to $L = 4096$ (4 times longer) LSH attention's peak grows about 4 times, full
-# attention's about 16 times. The sort's share is a timing, but it is small enough to check with
+# $L = 1024$ to $L = 4096$ (4 times longer) LSH attention's peak grows at most 4 times (here less:
+# the buffers of one block of chunks, `chunked_attention.BLOCK_ELEMENTS` logits, are a fixed part
+# that is still a large share at these lengths), full attention's about 16 times. The sort's share is a timing, but it is small enough to check with
 # a wide margin: it stays under a quarter of an LSH step at every length (typically well under one
 # percent), so the $\log L$ of the abstract is not what this implementation's time is made of.
 
@@ -671,7 +671,7 @@ i1, i4 = LENGTHS.index(1024), LENGTHS.index(4096)
 lsh_growth = peak["LSH"][i4] / peak["LSH"][i1]
 full_growth = peak["full"][i4] / peak["full"][i1]
 print(f"peak memory growth for 4x length: LSH {lsh_growth:.2f}x, full {full_growth:.2f}x")
-assert 3.0 < lsh_growth < 5.5
+assert 1.0 < lsh_growth < 4.4  # at most linear (10% margin)
 assert 12.0 < full_growth < 20.0
 assert peak["LSH"][-1] < peak["full"][-1] / 4  # at L = 4096 LSH needs a fraction of the memory
 assert np.all(sort_share < 0.25)
@@ -691,9 +691,7 @@ for ax, data, unit, title in (
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(lengths, [str(n) for n in lengths])
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))  # 1, 2, 5 in each decade
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    label_log_axis(ax.yaxis)  # 1, 2, 5 in each decade
     ax.set_xlabel("sequence length L")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)

@@ -49,7 +49,6 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 from tqdm.auto import tqdm
 
 from minireformer import (
@@ -203,21 +202,29 @@ print(
     f"b = {ff_b / (4 * D_FF):.1f} arrays of (S, d_ff) float32"
 )
 
+
 # %%
-fig, ax = plt.subplots(figsize=(6.5, 4))
-ax.loglog(CHUNKS, np.array(ff_peaks) / MiB, "o-", label="chunked, measured")
-ax.axhline(ff_peak_full / MiB, color="C3", ls="--", label="unchunked, measured")
-ax.loglog(CHUNKS, (ff_a + ff_b * np.array(CHUNKS)) / MiB, "k:", label="fit $a + b\\,S$ (S < L)")
-ax.set_xscale("log", base=2)
-ax.set_xticks(CHUNKS, [str(s) for s in CHUNKS])
-ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-ax.yaxis.set_minor_formatter(NullFormatter())
-ax.set_xlabel("chunk length S (positions)")
+def plot_chunk_sweep(peaks, unchunked, fit, extra=None):
+    """Measured peaks against S, the unchunked peak and the fit a + b S (and an extra curve)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.loglog(CHUNKS, np.array(peaks) / MiB, "o-", label="chunked, measured")
+    ax.axhline(unchunked / MiB, color="C3", ls="--", label="unchunked, measured")
+    if extra is not None:
+        ax.loglog(CHUNKS, np.array(extra[0]) / MiB, "k:", label=extra[1])
+    ax.loglog(CHUNKS, (fit[0] + fit[1] * np.array(CHUNKS)) / MiB, "--", color="0.5",
+              label="fit $a + b\\,S$ (S < L)")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(CHUNKS, [str(s) for s in CHUNKS])
+    plotting.label_log_axis(ax.yaxis)
+    ax.set_xlabel("chunk length S (positions)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig, ax
+
+
+fig, ax = plot_chunk_sweep(ff_peaks, ff_peak_full, (ff_a, ff_b))
 ax.set_ylabel("peak memory of forward + backward (MiB)")
 ax.set_title(f"Feed-forward, L={L_FF}, D={D_FF_MODEL}, d_ff={D_FF}, float32")
-ax.grid(alpha=0.3)
-ax.legend(loc="upper left")
 plotting.save_figure(fig, "06_ff_memory_vs_chunk")
 plt.show()
 
@@ -312,24 +319,10 @@ print(
 )
 
 # %%
-fig, ax = plt.subplots(figsize=(6.5, 4))
-ax.loglog(CHUNKS, np.array(loss_peaks) / MiB, "o-", label="chunked, measured")
-ax.axhline(loss_peak_full / MiB, color="C3", ls="--", label="unchunked, measured")
-ax.loglog(
-    CHUNKS, np.array(loss_count) / MiB, "k:", label=r"count: $\bar W_{out}$ + $3\,S\,V$ floats"
-)
-ax.loglog(CHUNKS, (loss_a + loss_b * np.array(CHUNKS)) / MiB, "--", color="0.5",
-          label="fit $a + b\\,S$ (S < L)")  # fmt: skip
-ax.set_xscale("log", base=2)
-ax.set_xticks(CHUNKS, [str(s) for s in CHUNKS])
-ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-ax.yaxis.set_minor_formatter(NullFormatter())
-ax.set_xlabel("chunk length S (positions)")
+count_label = r"count: $\bar W_{out}$ + $3\,S\,V$ floats"
+fig, ax = plot_chunk_sweep(loss_peaks, loss_peak_full, (loss_a, loss_b), (loss_count, count_label))
 ax.set_ylabel("peak memory of loss forward + backward (MiB)")
 ax.set_title(f"Output layer and loss, L={L_LOSS}, V={VOCAB}, float32")
-ax.grid(alpha=0.3)
-ax.legend(loc="upper left", fontsize=8)
 plotting.save_figure(fig, "06_loss_memory_vs_chunk")
 plt.show()
 
@@ -474,9 +467,7 @@ ax.set_xticks(pos, [n.replace("_", "\n") for n in names])
 ax.set_ylabel("MiB")
 ax.set_yscale("log")
 ax.set_ylim(0.2, 300)
-ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-ax.yaxis.set_minor_formatter(NullFormatter())
+plotting.label_log_axis(ax.yaxis)
 ax.set_title(f"One training step, L={ARCH_L}, 4 layers, d_ff=2048, V=4096, float32")
 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(bars))
 plotting.save_figure(fig, "06_table3_measured")
@@ -594,9 +585,7 @@ for name, color in (("transformer", "C3"), ("reformer", "C0")):
     ax.loglog(lengths, np.array(table3) / MiB, "--", color=color, label=f"{name}, Table 3")
 ax.set_xscale("log", base=2)
 ax.set_xticks(SWEEP["reformer"], [f"{n:,}" for n in SWEEP["reformer"]])
-ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-ax.yaxis.set_minor_formatter(NullFormatter())
+plotting.label_log_axis(ax.yaxis)
 ax.set_xlabel("sequence length L (tokens, batch 1)")
 ax.set_ylabel("peak memory of one training step (MiB)")
 ax.set_title("section 4's model, 4 layers, float32")
