@@ -16,7 +16,7 @@ What it runs (the issue's model, ``common.LM_SETUPS``; float32, batch 1):
    ``local_attention_*``, ``shared_qk_attention_*``; the LM's H = 4 heads of 64, C = 64, R = 4)
    at L = 1,024 ... 16,384, full attention only where its (B, H, L, L) weights fit
    ``--full-budget-mib``;
-2. against depth: one ``reformer.loss_and_grads`` step at L = 2,048 with 1 to 8 layers, for
+2. against depth: one ``reformer.loss_and_grads`` step at L = 4,096 with 1 to 8 layers, for
    stored activations (not reversible, no chunking), reversible (no chunking) and chunked
    reversible (the Reformer).
 
@@ -42,7 +42,7 @@ SETUPS = {
         lm="full",
         lengths=(1024, 2048, 4096, 8192, 16384),
         kinds=("lsh", "local", "full"),
-        depth_length=2048,
+        depth_length=4096,
         depths=(1, 2, 4, 8),
     ),
     "quick": dict(

@@ -149,7 +149,7 @@ def huggingface(results: dict) -> str:
             f"{r['length']:,}",
             "training step" if r["what"] == "step" else "LSH attention layer",
             r["system"],
-            f"{r['seconds_median']:.2f} s",
+            f"{r['median_s']:.2f} s ({r['min_s']:.2f} to {r['max_s']:.2f})",
             f"{r['peak_growth_bytes'] / MiB:,.0f}" if r.get("peak_growth_bytes") else "-",
         ]
         for r in sorted(results["rows"], key=lambda r: (r["length"], r["what"], r["system"]))
