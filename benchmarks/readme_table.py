@@ -71,7 +71,12 @@ def speed(results: dict) -> str:
         f"H = {s['n_heads']}, Dh = {s['d_head']}, C = {s['chunk_len']}, causal, float32; "
         f"median of the repeats):"
     )
-    return title + "\n\n" + markdown_table(header, rows)
+    notes = (
+        "\n\nCrossover: where straight lines fitted to per-token time against L meet; "
+        "extrapolated: outside the lengths full attention was measured at; none: the lines do "
+        "not meet at a positive L (LSH attention was faster at every length measured)."
+    )
+    return title + "\n\n" + markdown_table(header, rows) + notes
 
 
 def flop_rate(results: dict) -> str:
@@ -104,7 +109,7 @@ def memory(results: dict) -> str:
     """Measured peaks beside the exact model, with the worst relative error over the grid."""
     rows = [
         [
-            f"{r['kind']} attention layer",
+            f"{r['kind']} attention, forward + backward",
             f"{r['length']:,}",
             "1",
             f"{r['measured_bytes'] / MiB:,.1f}",
@@ -165,8 +170,14 @@ def huggingface(results: dict) -> str:
         ]
         for e in results["ratios"]
     ]
+    m = results["machine"]
+    title = (
+        f"Measured {m.get('date', '(no date)')} with {m['threads']} threads, minireformer at "
+        f"commit {m.get('minireformer_commit')} (times: median, min to max):\n\n"
+    )
     return (
-        markdown_table(["L", "what", "system", "time (median)", "peak growth MiB"], rows)
+        title
+        + markdown_table(["L", "what", "system", "time", "peak growth MiB"], rows)
         + "\n\nRatios minireformer / Hugging Face:\n\n"
         + markdown_table(["L", "what", "semantics", "time", "memory"], ratios)
     )
