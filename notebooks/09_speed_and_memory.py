@@ -32,7 +32,7 @@
 # [notation table](../README.md#notation) (B batch, H heads, L length, Dh head width, R rounds,
 # K buckets, C chunk length, W window width).
 #
-# **Code:** the benchmarks in [`benchmarks/`](../benchmarks/) (one concept per script, shared
+# **Code:** the benchmarks in `benchmarks/` (one concept per script, shared
 # timing in [`common.py`](../benchmarks/common.py), FLOP counts in
 # [`flops.py`](../benchmarks/flops.py)); the library's
 # [`lsh_attention.py`](../minireformer/lsh_attention.py),
