@@ -409,9 +409,10 @@ else:
 # Hugging Face runs the released code's semantics (keys of other buckets in the window count, no
 # duplicate correction), so the fair comparison is the "released" rows; the paper's semantics adds
 # the duplicate counts N_ij, evaluated block by block in the forward and again in the backward,
-# the largest own time in the profile of section 3 (an observation). The memory ratios are resident-set growth for
-# both systems: Hugging Face keeps every (L, d_ff) activation of the feed-forward and the (L, V)
-# logits whole in its backward (the JSON's `differences` lists what could not be made equal).
+# the largest own time in the profile of section 3 (an observation). The memory ratios are
+# resident-set growth for both systems: Hugging Face keeps every (L, d_ff) activation of the
+# feed-forward and the (L, V) logits whole in its backward (the JSON's `differences` lists what
+# could not be made equal).
 # The checks, on the committed results:
 
 # %%
