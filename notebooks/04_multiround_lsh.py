@@ -662,9 +662,10 @@ print("share of an LSH step spent sorting:", np.round(sort_share, 3))
 # Memory, unlike wall-clock time, is deterministic here, so its growth can be checked: from
 # $L = 1024$ to $L = 4096$ (4 times longer) LSH attention's peak grows at most 4 times (here less:
 # the buffers of one block of chunks, `chunked_attention.BLOCK_ELEMENTS` logits, are a fixed part
-# that is still a large share at these lengths), full attention's about 16 times. The sort's share is a timing, but it is small enough to check with
-# a wide margin: it stays under a quarter of an LSH step at every length (typically well under one
-# percent), so the $\log L$ of the abstract is not what this implementation's time is made of.
+# that is still a large share at these lengths), full attention's about 16 times. The sort's
+# share is a timing, but it is small enough to check with a wide margin: it stays under a quarter
+# of an LSH step at every length (typically well under one percent), so the $\log L$ of the
+# abstract is not what this implementation's time is made of.
 
 # %%
 i1, i4 = LENGTHS.index(1024), LENGTHS.index(4096)
