@@ -142,17 +142,21 @@ def _check_buckets(buckets, shape, n_buckets):
         raise ValueError(f"buckets: expected ids in [0, {n_buckets}), got values in [{lo}, {hi}]")
 
 
-def _duplicate_counts(chunk_of, codes, tokens, dtype, chunks, index, *, n_before, n_after, across):
+def _duplicate_counts(
+    chunk_of, locations, tokens, dtype, chunks, index, *, n_before, n_after, across
+):
     """N for the queries of some chunks and their windows: how often each key is attended.
 
     Counted without any L x L array, as trax does, by comparing "locations": in round r, key j
     is d chunks after query i (d in [-n_before, n_after]) iff chunk_r(j) = (chunk_r(i) + d) mod
-    n_c. Without ``across`` the key must also share i's bucket in that round (compare bucket code
-    and chunk together); with ``across`` copies of j from every round r2 are compared with i's
-    round-r window. Each match is one occurrence of j among the keys i attends to.
+    n_c. Without ``attend_across_buckets`` the key must also share i's bucket in that round: a
+    location is then (bucket code) * n_c + chunk, so that one comparison tests both; with it a
+    location is the chunk alone, and copies of j from every round r2 are compared with i's round-r
+    window. Each match is one occurrence of j among the keys i attends to.
 
     Args:
-        chunk_of: (B, H, R, Lp) sorted chunk of each copy; codes: (B, H, R, Lp) bucket + offset.
+        chunk_of: (B, H, R, Lp) sorted chunk of each copy.
+        locations: (B, H, R, Lp) location of each copy (above); ``chunk_of`` itself with across.
         tokens: (B, H, n_c, C) position held by each sorted slot.
         dtype: the float dtype of the counts (the logits' dtype: they are subtracted as log N).
         chunks, index: a slice of m query chunks and their window_index (m, n_blocks).
@@ -160,23 +164,22 @@ def _duplicate_counts(chunk_of, codes, tokens, dtype, chunks, index, *, n_before
     Returns:
         (B, H, m, C, W) array of ``dtype``.
     """
-    xp = backend.array_module(chunk_of, codes)
-    batch, n_heads, n_rounds, _ = codes.shape
+    xp = backend.array_module(chunk_of, locations)
+    batch, n_heads, n_rounds, _ = chunk_of.shape
     n_chunks, m = tokens.shape[2], index.shape[0]
     q_tok = tokens[:, :, chunks].reshape(batch, n_heads, -1)  # (B, H, m*C)
     k_tok = window_of(tokens, index).reshape(batch, n_heads, -1)  # (B, H, m*W)
     q_shape, k_shape = (batch, n_heads, m, -1, 1), (batch, n_heads, m, 1, -1)
-    # where each copy is in its round: (bucket code,) chunk; R x (B, H, m, 1, W) for the keys
-    locations = chunk_of if across else codes * n_chunks + chunk_of  # (B, H, R, Lp)
+    # where the window's keys are in every round: R x (B, H, m, 1, W)
     k_loc = [gather(locations[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
     # counted directly as floats: no conversion pass before the log
     counts = xp.zeros((batch, n_heads, m, tokens.shape[3], k_loc[0].shape[-1]), dtype=dtype)
     for r in range(n_rounds):
         q_chunk = gather(chunk_of[:, :, r], q_tok)  # (B, H, m*C)
-        q_code = 0 if across else gather(codes[:, :, r], q_tok) * n_chunks
+        q_bucket = gather(locations[:, :, r], q_tok) - q_chunk  # bucket code * n_c, or 0
         for d in range(-n_before, n_after + 1):
             # the location a key d chunks from i in round r has: (B, H, m, C, 1)
-            want = (q_code + (q_chunk + d) % n_chunks).reshape(q_shape)
+            want = (q_bucket + (q_chunk + d) % n_chunks).reshape(q_shape)
             for r2 in range(n_rounds) if across else (r,):
                 counts += k_loc[r2] == want  # (B, H, m, C, W)
     return counts
@@ -270,10 +273,11 @@ def lsh_attention_forward(
     slot_tokens = tokens.reshape(batch, n_heads, n_chunks, chunk_len)
     log_count = None
     if not allow_duplicate_attention:  # evaluated block by block, in forward and backward
+        chunk_of = (inverse // chunk_len).reshape(codes.shape)  # (B, H, R, Lp) chunk of each copy
         log_count = functools.partial(
             _log_duplicate_counts,
-            (inverse // chunk_len).reshape(codes.shape),  # (B, H, R, Lp) chunk of each copy
-            codes,
+            chunk_of,
+            chunk_of if attend_across_buckets else codes * n_chunks + chunk_of,  # locations
             slot_tokens,
             qk.dtype,
             n_before=n_chunks_before,

@@ -91,7 +91,9 @@ def _lsh_cache(
         "cache: padded q and v (P Dh each)": 2 * s * p * d_head if pad else 0,
         "cache: sorted key validity (N) bool": BOOL * n if (pad or mask) else 0,
         "cache: sorted bucket codes (N) int64": 0 if across else INT * n,
-        "cache: duplicate counts: chunk of each copy, codes (2 N) int64": 0 if dup else 2 * INT * n,
+        "cache: duplicate counts: chunk and location of each copy (N each) int64": 0
+        if dup
+        else INT * n * (1 if across else 2),
     }
     if drawn:
         terms["cache: rotations (h Dh R K/2) float64"] = 8 * heads * d_head * n_hashes * width_r
