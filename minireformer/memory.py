@@ -28,7 +28,8 @@ Three parts:
 
 3. **The exact model** (:mod:`minireformer.memory_model`, re-exported here): the arrays this
    implementation holds at its peak, counted from the code, for an attention layer
-   (:func:`attention_peak_model`) and a reversible training step (:func:`step_peak_model`).
+   (:func:`attention_peak_model`) and a training step, reversible or with stored activations
+   (:func:`step_peak_model`).
 
    Source: Kitaev, Kaiser, Levskaya, "Reformer: The Efficient Transformer", ICLR 2020,
    https://arxiv.org/abs/2001.04451, Table 3 ("Memory and time complexity of Transformer

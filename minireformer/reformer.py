@@ -61,7 +61,7 @@ class ReformerConfig:
         attention_types: attention of each layer, cycled: "lsh", "local" or "full".
         n_hashes: R, LSH hash rounds.
         n_buckets: K (even) or its factors (K1, K2); None: lsh.default_n_buckets, the paper's
-            rule K = 2 * ceil(L / chunk_len), factorised above 2 * chunk_len buckets.
+            rule K = 2 * ceil(L / chunk_len), factorised above lsh.MAX_UNFACTORED_BUCKETS.
         chunk_len: C, the chunk length of LSH and local attention.
         causal: language-model masking.
         ff_chunk: positions per feed-forward chunk (paper eq. 10); None: unchunked.
