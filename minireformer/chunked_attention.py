@@ -62,18 +62,6 @@ def gather(x, index):
     return xp.take(flat, index + starts, axis=0)  # (B, H, M, ...)
 
 
-def look_around(x, n_before: int, n_after: int):
-    """Each chunk followed by its neighbours: (B, H, n_c, C, ...) -> (B, H, n_c, W, ...).
-
-    Slot block i of chunk c holds chunk (c + d) mod n_c for d = -n_before + i, so the window of
-    chunk c is chunks c - n_before, ..., c + n_after in that order, wrapping around the ends.
-    The whole (n_c, W) layout at once, for inspection and plots; the attention itself builds the
-    windows of a few chunks at a time (:func:`window_of`).
-    """
-    xp = backend.array_module(x)
-    return window_of(x, window_index(0, x.shape[2], x.shape[2], n_before, n_after, xp))
-
-
 def window_index(start: int, stop: int, n_chunks: int, n_before: int, n_after: int, xp):
     """(m, n_blocks) int: entry [c - start, i] is chunk (c + i - n_before) mod n_c, the i-th block
     of chunk c's window, for the m = stop - start chunks c in [start, stop)."""
