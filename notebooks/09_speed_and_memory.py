@@ -319,8 +319,8 @@ if rate is not None:
 # `benchmarks/bench_memory.py` measures peak memory (`memory.measure_peak`: the bytes NumPy
 # allocates during a call on top of what existed before) of one attention sub-layer's forward +
 # backward against L, and of one training step against the number of layers, and sets beside
-# each the exact memory model of [`memory.py`](../minireformer/memory.py), which counts the
-# arrays this implementation holds at its peak.
+# each the exact memory model of [`memory_model.py`](../minireformer/memory_model.py), which
+# counts the arrays this implementation holds at its peak.
 
 # %%
 mem = results["memory"]
