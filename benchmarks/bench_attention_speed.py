@@ -15,7 +15,7 @@ heads of the issue's model (H = 4 heads of Dh = 64) and chunk C = 64:
   batch that does is used (recorded per point; full attention's time per token is independent of
   the batch, which only repeats the same work).
 
-Each point is timed by :func:`common.time_call` (median, min and max of repeated calls, as many as
+Each point is timed by :func:`minireformer.measuring.timing.time_call` (median, min and max of repeated calls, as many as
 fit a time budget per point) after one warm-up call of each function.
 The crossover length is where straight lines fitted (least squares) to per-token time against L,
 one for full attention and one for each LSH setting, meet; ``extrapolated`` says whether it lies
@@ -28,10 +28,8 @@ Usage: ``python benchmarks/bench_attention_speed.py [--quick] [--full-budget-mib
 
 from __future__ import annotations
 
-import common
-import numpy as np
-
-from minireformer import attention, chunked_attention, lsh_attention
+from benchmarks import common
+from minireformer.measuring import timing
 
 SETUPS = {
     "full": dict(
@@ -59,31 +57,8 @@ SETUPS = {
 }
 
 
-def inputs(setup: dict, batch: int, length: int, seed: int = 0):
-    """Random qk, v and upstream gradient, each (B, H, L, Dh) float32."""
-    rng = np.random.default_rng(seed)
-    shape = (batch, setup["n_heads"], length, setup["d_head"])
-    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(3)]
 
 
-def lsh_step(qk, v, dout, *, chunk_len: int, n_hashes: int, seed: int = 0):
-    """One LSH attention forward + backward (fresh rotations, as in a training step)."""
-    out, cache = lsh_attention.lsh_attention_forward(
-        qk, v, chunk_len=chunk_len, n_hashes=n_hashes, rng=np.random.default_rng(seed), causal=True
-    )
-    return lsh_attention.lsh_attention_backward(dout, cache)
-
-
-def local_step(qk, v, dout, *, chunk_len: int):
-    """One local (chunked, unsorted) attention forward + backward."""
-    out, cache = chunked_attention.local_attention_forward(qk, v, chunk_len=chunk_len, causal=True)
-    return chunked_attention.local_attention_backward(dout, cache)
-
-
-def full_step(qk, v, dout):
-    """One full shared-QK attention forward + backward."""
-    out, cache = attention.shared_qk_attention_forward(qk, v, causal=True)
-    return attention.shared_qk_attention_backward(dout, cache)
 
 
 def full_batch(setup: dict, length: int, budget_bytes: float) -> int:
@@ -99,54 +74,29 @@ def point(setup: dict, kind: str, length: int, batch: int, fn, *args, **kwargs) 
     (the first use of each code path and BLAS kernel) is paid once, by :func:`warm_up`. The
     timed calls are as many as fit ``point_budget_s`` (at least one, at most ``repeats``).
     """
-    timing = common.time_call(
+    measured = timing.time_call(
         lambda: fn(*args, **kwargs),
         repeats=setup["repeats"],
         warmup=0,
         budget_s=setup["point_budget_s"],
     )
     tokens = batch * length
-    row = dict(kind=kind, length=length, batch=batch, tokens=tokens, **timing)
-    row["us_per_token"] = 1e6 * timing["median_s"] / tokens
+    row = dict(kind=kind, length=length, batch=batch, tokens=tokens, **measured)
+    row["us_per_token"] = 1e6 * measured["median_s"] / tokens
     common.log(
         f"  {kind:6s} L={length:6d} B={batch:3d}: {row['us_per_token']:8.2f} us/token "
-        f"(median of {timing['repeats']}; {timing['min_s']:.2f}-{timing['max_s']:.2f} s a call)"
+        f"(median of {measured['repeats']}; {measured['min_s']:.2f}-{measured['max_s']:.2f} s a call)"
     )
     return row
 
 
 def warm_up(setup: dict) -> None:
     """One untimed call of each attention function at the shortest length, batch 1."""
-    arrays = inputs(setup, 1, setup["lsh_lengths"][0])
-    full_step(*arrays)
-    lsh_step(*arrays, chunk_len=setup["chunk_len"], n_hashes=max(setup["rounds"]))
+    arrays = timing.attention_inputs(setup["n_heads"], setup["d_head"], 1, setup["lsh_lengths"][0])
+    timing.full_step(*arrays)
+    timing.lsh_step(*arrays, chunk_len=setup["chunk_len"], n_hashes=max(setup["rounds"]))
 
 
-def linear_fit(rows: list[dict]) -> tuple[float, float]:
-    """Least-squares (intercept, slope) of per-token microseconds against L."""
-    lengths = np.array([r["length"] for r in rows], dtype=float)
-    times = np.array([r["us_per_token"] for r in rows])
-    slope, intercept = np.polyfit(lengths, times, 1)
-    return float(intercept), float(slope)
-
-
-def crossover(full_rows: list[dict], lsh_rows: list[dict]) -> dict:
-    """Where the fitted lines of full and LSH per-token time meet (L at which LSH gets faster).
-
-    ``length`` is None when the lines do not meet at a positive L with full attention slower
-    beyond it (possible at toy sizes, where the timings are mostly overhead).
-    """
-    a_full, b_full = linear_fit(full_rows)
-    a_lsh, b_lsh = linear_fit(lsh_rows)
-    length = (a_lsh - a_full) / (b_full - b_lsh) if b_full > b_lsh else -1.0
-    measured = [r["length"] for r in full_rows]
-    return {
-        "length": length if length > 0 else None,
-        "extrapolated": not min(measured) <= length <= max(measured),
-        "full_fit_us": {"intercept": a_full, "slope_per_token": b_full},
-        "lsh_fit_us": {"intercept": a_lsh, "slope_per_token": b_lsh},
-        "method": "least-squares lines of per-token time against L, intersected",
-    }
 
 
 def plot(results: dict):
@@ -201,20 +151,20 @@ def main(argv=None) -> dict:
         if batch < 1:
             common.log(f"  full   L={length}: one sequence's weights exceed the budget, skipped")
             continue
-        arrays = inputs(setup, batch, length)
-        full_rows.append(point(setup, "full", length, batch, full_step, *arrays))
+        arrays = timing.attention_inputs(setup["n_heads"], setup["d_head"], batch, length)
+        full_rows.append(point(setup, "full", length, batch, timing.full_step, *arrays))
     lsh_rows, growth, cross = {}, {}, {}
     for rounds in setup["rounds"]:
         common.log(f"LSH attention, {rounds} round(s):")
         rows = []
         for length in setup["lsh_lengths"]:
             batch = setup["tokens"] // length
-            arrays = inputs(setup, batch, length)
+            arrays = timing.attention_inputs(setup["n_heads"], setup["d_head"], batch, length)
             kwargs = dict(chunk_len=setup["chunk_len"], n_hashes=rounds)
-            rows.append(point(setup, f"lsh-{rounds}", length, batch, lsh_step, *arrays, **kwargs))
+            rows.append(point(setup, f"lsh-{rounds}", length, batch, timing.lsh_step, *arrays, **kwargs))
         lsh_rows[str(rounds)] = rows
         growth[str(rounds)] = rows[-1]["us_per_token"] / rows[0]["us_per_token"]
-        cross[str(rounds)] = crossover(full_rows, rows)
+        cross[str(rounds)] = timing.crossover(full_rows, rows)
         where = cross[str(rounds)]["length"]
         common.log(
             f"  per-token growth L={rows[0]['length']} -> {rows[-1]['length']}: "

@@ -25,13 +25,10 @@ Usage: ``python benchmarks/bench_flop_rate.py [--quick]``
 
 from __future__ import annotations
 
-import cProfile
-import pstats
-
-import common
-import flops
 import numpy as np
-from bench_attention_speed import inputs, lsh_step
+
+from benchmarks import common
+from minireformer.measuring import flops, timing
 
 SETUPS = {
     "full": dict(
@@ -57,36 +54,20 @@ SETUPS = {
         matmul_repeats=3,
     ),
 }
-TOP_FUNCTIONS = 12  # rows of the profile kept
 
 
 def matmul_rate(a, b, repeats: int) -> dict:
     """GFLOP/s of ``a @ b`` (batched or not): 2 m k n per product over its median time."""
-    timing = common.time_call(lambda: np.matmul(a, b), repeats=repeats)
+    measured = timing.time_call(lambda: np.matmul(a, b), repeats=repeats)
     n_flops = 2 * a.shape[-1] * int(np.prod(a.shape[:-1])) * b.shape[-1]
     shape = f"{tuple(a.shape)} @ {tuple(b.shape)}"
     return {
         "shape": shape,
         "flops": n_flops,
-        "gflops": n_flops / timing["median_s"] / 1e9,
-        **timing,
+        "gflops": n_flops / measured["median_s"] / 1e9,
+        **measured,
     }
 
-
-def profile(fn) -> dict:
-    """cProfile of one call: total seconds and the functions with the most own time."""
-    profiler = cProfile.Profile()
-    profiler.runcall(fn)
-    stats = pstats.Stats(profiler)
-    total = stats.total_tt
-    rows = []
-    for (path, line, name), (_, _, own, cumulative, _) in stats.stats.items():
-        where = name if path == "~" else f"{path.rsplit('/', 1)[-1]}:{line}({name})"
-        rows.append({"function": where, "own_s": own, "cumulative_s": cumulative})
-    rows.sort(key=lambda r: -r["own_s"])
-    for r in rows:
-        r["own_share"] = r["own_s"] / total
-    return {"total_s": total, "top": rows[:TOP_FUNCTIONS]}
 
 
 def plot(results: dict):
@@ -118,10 +99,10 @@ def main(argv=None) -> dict:
     args = common.parse_args(__doc__, argv)
     s = SETUPS["quick" if args.quick else "full"]
     common.log(f"LSH attention FLOP rate: {s}")
-    qk, v, dout = inputs(s, s["batch"], s["length"])
+    qk, v, dout = timing.attention_inputs(s["n_heads"], s["d_head"], s["batch"], s["length"])
 
     def step():
-        return lsh_step(qk, v, dout, chunk_len=s["chunk_len"], n_hashes=s["n_hashes"])
+        return timing.lsh_step(qk, v, dout, chunk_len=s["chunk_len"], n_hashes=s["n_hashes"])
 
     count = flops.lsh_attention_flops(
         batch=s["batch"],
@@ -131,7 +112,7 @@ def main(argv=None) -> dict:
         n_hashes=s["n_hashes"],
         chunk_len=s["chunk_len"],
     )
-    lsh = {"flops": count, **common.time_call(step, repeats=s["repeats"])}
+    lsh = {"flops": count, **timing.time_call(step, repeats=s["repeats"])}
     lsh["gflops"] = count["total"] / lsh["median_s"] / 1e9
     common.log(f"  LSH attention: {count['total'] / 1e9:.2f} GFLOP, {lsh['gflops']:.2f} GFLOP/s")
 
@@ -146,7 +127,7 @@ def main(argv=None) -> dict:
     square = matmul_rate(square, square, s["matmul_repeats"])
     common.log(f"  square matmul {square['shape']}: {square['gflops']:.2f} GFLOP/s")
 
-    breakdown = profile(step)
+    breakdown = timing.profile(step)
     for r in breakdown["top"][:6]:
         common.log(f"    {100 * r['own_share']:5.1f}%  {r['function']}")
     results = {

@@ -4,7 +4,7 @@ The claims checked (paper sections 2-4, Table 3): an LSH or local attention laye
 linearly with L where full attention's grows as L^2; a model with stored activations needs memory
 that grows with depth, a reversible one does not, and chunking the feed-forward and the loss
 removes the (B, L, d_ff) and (B, L, V) terms. Beside every measurement stands the exact memory
-model of ``minireformer.memory`` (the arrays this implementation holds at its peak, not Table 3's
+model of ``minireformer.measuring.memory`` (the arrays this implementation holds at its peak, not Table 3's
 orders of growth): ``memory.attention_peak_model(kind, ...)`` for an attention call and
 ``memory.step_peak_model(config, batch, length)`` for a training step, each returning ``.total``
 bytes and ``.terms`` (name -> bytes).
@@ -31,11 +31,11 @@ Usage: ``python benchmarks/bench_memory.py [--quick] [--full-budget-mib 512]``
 
 from __future__ import annotations
 
-import common
 import numpy as np
-from bench_attention_speed import full_step, inputs, local_step, lsh_step
 
-from minireformer import memory, reformer
+from benchmarks import common
+from minireformer import reformer
+from minireformer.measuring import memory, timing
 
 SETUPS = {
     "full": dict(
@@ -78,12 +78,12 @@ def attention_call(lm: dict, kind: str, length: int, seed: int = 0) -> dict:
     rotations inside the call, as in a training step.
     """
     config = common.reformer_config(lm, length)
-    qk, v, dout = inputs(dict(n_heads=config.n_heads, d_head=config.d_head), 1, length, seed)
+    qk, v, dout = timing.attention_inputs(config.n_heads, config.d_head, 1, length, seed)
     window = dict(chunk_len=config.chunk_len)
     steps = {
-        "lsh": (lsh_step, dict(window, n_hashes=config.n_hashes)),
-        "local": (local_step, window),
-        "full": (full_step, {}),
+        "lsh": (timing.lsh_step, dict(window, n_hashes=config.n_hashes)),
+        "local": (timing.local_step, window),
+        "full": (timing.full_step, {}),
     }
     step, kwargs = steps[kind]
     _, peak = memory.measure_peak(step, qk, v, dout, **kwargs)

@@ -9,15 +9,15 @@ What it runs (float32, one sequence, batch 1):
 
 1. the Reformer: 6 layers, d_model 256, 4 heads, d_ff 1024, 4 hash rounds, chunk 64, vocab 256,
    reversible, chunked feed-forward and loss, attention one head at a time (``common.LM_SETUPS``);
-   peak NumPy memory (tracemalloc, :func:`minireformer.memory.measure_peak`) and wall time of
+   peak NumPy memory (tracemalloc, :func:`minireformer.measuring.memory.measure_peak`) and wall time of
    ``loss_and_grads`` at L = 4,096, 8,192, 16,384 and then 65,536 (the first call traced
-   for the peak, then timed calls: median, min, max, :func:`common.time_call`); plus the peak of
+   for the peak, then timed calls: median, min, max, :func:`timing.time_call`); plus the peak of
    each component on its own, to show where the memory goes (the shorter lengths' attention peaks
    are extrapolated: the step at 65,536 runs only if it fits ``--max-gib``);
 2. the same model with stored activations, full attention and no chunking (the "Transformer" row
    of Table 3), at L = 512, 1024, 2048, ... doubled while the Table 3 prediction and the measured
    peak stay under a memory budget and the step under a time budget: the largest L that fits;
-3. Table 3's predictions (:func:`minireformer.memory.table3_memory`) for both at every L measured
+3. Table 3's predictions (:func:`minireformer.measuring.memory.table3_memory`) for both at every L measured
    and at 65,536.
 
 Writes ``benchmarks/results/reformer_memory.json`` and ``figures/bench_reformer_memory.png``.
@@ -33,11 +33,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import common
 import numpy as np
-from common import GiB, MiB, log
 
-from minireformer import chunking, lsh, memory, reformer
+from benchmarks import common
+from benchmarks.common import GiB, MiB, log
+from minireformer import chunking, lsh, reformer
+from minireformer.measuring import memory, timing
+from minireformer.reformer_config import ReformerConfig
 
 # The issue's model (common.LM_SETUPS), the lengths of its training steps, and the baseline's start.
 FULL = dict(
@@ -58,12 +60,12 @@ QUICK = dict(
 )
 
 
-def reformer_config(setup: dict, length: int) -> reformer.ReformerConfig:
+def reformer_config(setup: dict, length: int) -> ReformerConfig:
     """The Reformer: LSH attention, reversible, chunked feed-forward and loss, axial positions."""
     return common.reformer_config(setup, length)
 
 
-def baseline_config(setup: dict, length: int) -> reformer.ReformerConfig:
+def baseline_config(setup: dict, length: int) -> ReformerConfig:
     """The same model with stored activations, full attention and no chunking (Table 3, row 1)."""
     return dataclasses.replace(
         reformer_config(setup, length),
@@ -92,7 +94,7 @@ def table3(setup: dict, arch: str, length: int) -> int:
 
 
 def training_step(
-    config: reformer.ReformerConfig, length: int, seed: int = 0, *, setup: dict | None = None
+    config: ReformerConfig, length: int, seed: int = 0, *, setup: dict | None = None
 ) -> dict:
     """One ``loss_and_grads`` call on random tokens: peak bytes (parameters excluded), seconds.
 
@@ -128,15 +130,15 @@ def training_step(
         row.update(loss=float(loss), grad_bytes=memory.tree_nbytes(grads))
         del result, grads
         if setup is not None:
-            row["time"] = common.time_call(
+            row["time"] = timing.time_call(
                 lambda: reformer.loss_and_grads(params, tokens, config, rng),
                 repeats=setup["repeats"],
                 warmup=0,
                 budget_s=setup["step_budget_s"],
                 estimate_s=seconds,
             )
-            timing = row["time"]
-            log(f"    {timing['repeats']} timed step(s): median {timing['median_s']:.1f} s")
+            measured = row["time"]
+            log(f"    {measured['repeats']} timed step(s): median {measured['median_s']:.1f} s")
     else:
         row["error"] = f"{type(error).__name__}: {error}"
         log(f"    FAILED after {seconds:.1f} s (peak so far {peak / MiB:.1f} MiB): {row['error']}")
@@ -161,7 +163,7 @@ def components(setup: dict, length: int, seed: int = 1) -> dict:
     for name, sub in (("attention", block.f), ("feedforward", block.g)):
         rec = sub.draw(rng, x.shape)
         start = time.perf_counter()
-        _, peak = memory.measure_peak(sub.forward_backward, x, p[sub.key], rec, dout)
+        _, peak = memory.measure_peak(sub.recompute_backward, x, p[sub.key], rec, None, dout)
         out[f"{name}_bytes"] = int(peak)
         out[f"{name}_seconds"] = time.perf_counter() - start
         log(f"    {name:12s} forward+backward: {peak / MiB:9.1f} MiB")
@@ -171,19 +173,19 @@ def components(setup: dict, length: int, seed: int = 1) -> dict:
         rec = block.f.draw(rng, x.shape)
 
         def forward_only():
-            return block.f.forward(x, p["attn"], rec)[2]  # the completed record
+            return block.f.output(x, p["attn"], rec)[1]  # the completed record
 
         rec, peak = memory.measure_peak(forward_only)
         out["attention_forward_bytes"] = int(peak)
         log(f"    {'attention':12s} forward, hashing included: {peak / MiB:9.1f} MiB")
-        _, peak = memory.measure_peak(block.f.forward_backward, x, p["attn"], rec, dout)
+        _, peak = memory.measure_peak(block.f.recompute_backward, x, p["attn"], rec, None, dout)
         out["attention_replay_bytes"] = int(peak)
         log(f"    {'attention':12s} replayed forward+backward: {peak / MiB:9.1f} MiB")
         rec = block.f.draw(rng, x.shape)
         qk = rng.standard_normal((1, config.n_heads, length, config.d_head)).astype(np.float32)
         # K, or its factors (the library's default factorises K above 2C buckets)
         out["n_buckets"] = config.n_buckets or lsh.default_n_buckets(length, config.chunk_len)
-        _, peak = memory.measure_peak(lsh.hash_vectors, qk, rec["rotations"], out["n_buckets"])
+        _, peak = memory.measure_peak(lsh.hash_vectors, qk, rec.rotations, out["n_buckets"])
         out["hashing_bytes"] = int(peak)
         log(f"    {'LSH hashing':12s} alone ({out['n_buckets']} buckets): {peak / MiB:9.1f} MiB")
     w = (rng.standard_normal((2 * d, config.vocab_size)) / np.sqrt(2 * d)).astype(np.float32)

@@ -4,7 +4,7 @@ Each ``benchmarks/bench_*.py`` measures one concept and follows the same pattern
 
     args = common.parse_args(__doc__, argv)           # --quick, --out-dir, --figures-dir
     setup = SETUPS["quick" if args.quick else "full"]
-    ... measure, using common.time_call and minireformer.memory.measure_peak ...
+    ... measure, with minireformer.measuring.timing.time_call and memory.measure_peak ...
     common.write_results(args, "name", results)       # benchmarks/results/name.json
     common.save_figure(args, fig, "bench_name")       # figures/bench_name.png
 
@@ -24,19 +24,18 @@ memory and Hugging Face benchmarks: 6 reversible LSH layers, d_model 256, 4 head
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from minireformer import backend, plotting, reformer
+from minireformer import backend
+from minireformer.reformer_config import ReformerConfig
+from minireformer.teaching import plotting
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
@@ -107,51 +106,6 @@ def full_budget_option(default_mib: float, what: str):
     return add
 
 
-def time_call(
-    fn,
-    *,
-    repeats: int = 3,
-    warmup: int = 1,
-    budget_s: float | None = None,
-    estimate_s: float | None = None,
-) -> dict:
-    """Wall-clock seconds of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed calls.
-
-    With ``budget_s``, fewer timed calls are made when one call's duration (the last warm-up
-    call's, ``estimate_s``, that of an earlier call made by the caller, or else the first timed
-    call's) says that ``repeats`` of them would take longer than the budget; at least one is
-    always made. A garbage collection runs before each call, so that no call pays for its
-    predecessor's.
-
-    Returns:
-        {"median_s", "min_s", "max_s": seconds over the timed calls, "repeats": their number,
-        "warmup": the number of warm-up calls, "times_s": every timed call}.
-    """
-
-    def once() -> float:
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
-    warm = [once() for _ in range(warmup)]
-    times = []
-    one_call = warm[-1] if warm else estimate_s
-    if one_call is None:
-        times.append(once())
-        one_call = times[0]
-    if budget_s is not None:
-        repeats = max(1, min(repeats, math.floor(budget_s / one_call)))
-    times += [once() for _ in range(repeats - len(times))]
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "repeats": len(times),
-        "warmup": warmup,
-        "times_s": times,
-    }
-
 
 def machine_info() -> dict:
     """Where the numbers were measured: platform, Python, NumPy, backend, cores, BLAS threads."""
@@ -199,7 +153,7 @@ def save_figure(args: argparse.Namespace, fig, name: str) -> Path:
     return path
 
 
-def reformer_config(setup: dict, length: int, **changes) -> reformer.ReformerConfig:
+def reformer_config(setup: dict, length: int, **changes) -> ReformerConfig:
     """The Reformer LM of ``setup`` for sequences of ``length`` tokens; ``changes`` replace fields.
 
     By default: LSH attention, reversible, chunked feed-forward and loss, axial positions,
@@ -221,4 +175,4 @@ def reformer_config(setup: dict, length: int, **changes) -> reformer.ReformerCon
         dtype="float32",
     )
     fields.update(changes)
-    return reformer.ReformerConfig(**fields)
+    return ReformerConfig(**fields)

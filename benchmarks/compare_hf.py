@@ -19,7 +19,7 @@ made the same is listed in :data:`DIFFERENCES`.
 
 The systems are ``minireformer-paper`` (the paper's semantics: keys of other buckets masked, the
 log N_ij correction for keys attended in several rounds), ``minireformer-released`` (the released
-trax code's semantics, ``attend_across_buckets=True, allow_duplicate_attention=True``) and
+trax code's semantics, ``semantics="released"``) and
 ``huggingface`` (``transformers.ReformerModelWithLMHead``, whose LSH attention has the released
 semantics: no bucket mask, no duplicate correction). Ratios minireformer / Hugging Face are
 reported for both semantics.
@@ -63,20 +63,18 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import common
 import numpy as np
 
+from benchmarks import common
 from minireformer import lsh
+from minireformer.measuring import timing
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = common.MiB
 
 SYSTEMS = ("minireformer-paper", "minireformer-released", "huggingface")
 WHATS = ("attention", "step")
-SEMANTICS = {  # minireformer's two switches for each semantics (see lsh_attention.py)
-    "paper": dict(attend_across_buckets=False, allow_duplicate_attention=False),
-    "released": dict(attend_across_buckets=True, allow_duplicate_attention=True),
-}
+SEMANTICS = ("paper", "released")  # minireformer's LSH semantics (see lsh_attention.py)
 
 
 def _setup(name: str, lengths: tuple) -> dict:
@@ -139,7 +137,7 @@ def mini_config(setup: dict, length: int, semantics: str, dtype: str = "float32"
         dropout=0.0,
         activation="gelu",
         dtype=dtype,
-        **SEMANTICS[semantics],
+        semantics=semantics,
     )
 
 
@@ -214,7 +212,7 @@ def _mini_task(setup, what, length, semantics, seed):
     rng = np.random.default_rng(seed)
     if what == "step":
         params = reformer.init_reformer(config, rng)
-        tokens = rng.integers(0, config.vocab_size, size=(1, length))
+        tokens = rng.integers(0, config.vocab_size, size=(1, length + 1))  # the model reads L
 
         def run():
             loss, _ = reformer.loss_and_grads(params, tokens, config, rng)
@@ -229,7 +227,7 @@ def _mini_task(setup, what, length, semantics, seed):
 
         def run():
             rec = sublayer.draw(rng, x.shape)  # new rotations; hashed in the forward pass
-            sublayer.forward_backward(x, p, rec, dout)
+            sublayer.recompute_backward(x, p, rec, None, dout)
 
     return run, dataclasses.asdict(config)
 
@@ -283,11 +281,11 @@ def worker(spec: dict) -> dict:
     baseline = _status_bytes("VmRSS")
     reset = _reset_peak()
     losses = []
-    timing = common.time_call(lambda: losses.append(run()), repeats=spec["repeats"], warmup=1)
+    measured = timing.time_call(lambda: losses.append(run()), repeats=spec["repeats"], warmup=1)
     peak = _status_bytes("VmHWM")
     row = {k: spec[k] for k in ("system", "what", "length", "threads")}
     row.update(
-        timing,
+        measured,
         baseline_rss_bytes=baseline,
         memory_method="VmHWM - VmRSS at baseline, VmHWM reset by /proc/self/clear_refs"
         if reset
@@ -307,7 +305,8 @@ def measure(spec: dict) -> dict:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(spec["threads"])
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+        [sys.executable, "-m", "benchmarks.compare_hf", "--worker", json.dumps(spec)],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -426,10 +425,15 @@ def cross_check(length: int = 256, seed: int = 0) -> dict:
     torch.manual_seed(seed)  # the draw each of Hugging Face's layers made
     shape = (m["n_heads"], config.d_head, setup["n_hashes"], config.n_buckets // 2)
     rotations = torch.randn(shape, dtype=torch.float64).numpy()
+    # minireformer reads all but the last token: one more token makes it read Hugging Face's L,
+    # and the mask drops the target Hugging Face has none for
+    ids = np.concatenate([tokens.numpy(), np.zeros((1, 1), np.int64)], axis=1)  # (1, L + 1)
+    scored = np.ones((1, length), bool)
+    scored[:, -1] = False
     calls = []
     with _rotations_from(rotations, calls):
         loss, grads = reformer.loss_and_grads(
-            params, tokens.numpy(), config, np.random.default_rng(seed)
+            params, ids, config, np.random.default_rng(seed), scored
         )
     if len(calls) != m["n_layers"]:
         raise RuntimeError(f"expected {m['n_layers']} rotation draws, got {len(calls)}")
@@ -684,7 +688,7 @@ def main(argv=None) -> dict:
             "temporaries, gradients and allocator caches are); same rule for both systems",
             "semantics": "huggingface: released (no bucket mask, no duplicate correction); "
             "minireformer-paper: bucket mask and log N_ij; minireformer-released: "
-            "attend_across_buckets=True, allow_duplicate_attention=True",
+            "no bucket mask, no duplicate correction",
         },
         "differences": DIFFERENCES,
         "rows": [],

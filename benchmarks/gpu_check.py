@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from minireformer import backend
+from minireformer.reformer_config import ReformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "gpu_check.json"
@@ -145,7 +146,7 @@ def timed(fn) -> float:
 def measure(fn) -> dict:
     """Peak bytes of a first call of ``fn()`` (which also compiles GPU kernels), then the best
     seconds of ``REPEATS`` further calls."""
-    from minireformer import memory
+    from minireformer.measuring import memory
 
     _, peak = memory.measure_peak(fn)
     return {"seconds": min(timed(fn) for _ in range(REPEATS)), "peak_bytes": int(peak)}
@@ -225,14 +226,13 @@ def full_step(length: int):
 
 def train_config(length: int, quick: bool):
     """The Reformer trained in the benchmark: 6 layers of width 512 (``quick``: 2 of width 32)."""
-    from minireformer import reformer
 
     size = (
         dict(d_model=32, n_heads=2, d_ff=64, n_layers=2, chunk_len=8)
         if quick
         else dict(d_model=512, n_heads=8, d_ff=2048, n_layers=6, chunk_len=CHUNK)
     )
-    return reformer.ReformerConfig(
+    return ReformerConfig(
         vocab_size=256,
         n_hashes=N_HASHES,
         ff_chunk=min(length, 8192),
@@ -245,7 +245,7 @@ def train_config(length: int, quick: bool):
 
 def training_step(length: int, quick: bool):
     """A callable doing one training step (loss, gradients, Adam) of a byte-level Reformer."""
-    from minireformer import lm, optim
+    from minireformer.training import lm, optim
 
     config = train_config(length, quick)
     params = lm.init_params(config, np.random.default_rng(0))
@@ -311,7 +311,7 @@ def cpu_reference(args) -> dict:
 
 
 def _config_dict(config) -> dict:
-    from minireformer import lm
+    from minireformer.training import lm
 
     return lm.config_to_dict(config)
 
@@ -323,7 +323,7 @@ def plot(results: dict, name: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from minireformer.plotting import save_figure
+    from minireformer.teaching.plotting import save_figure
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS, MiB
+from benchmarks.common import RESULTS, MiB
 
 FILES = ("attention_speed", "flop_rate", "memory", "reformer_memory", "compare_hf")
 

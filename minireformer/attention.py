@@ -32,17 +32,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend, layers
-from .checks import (
-    check_array,
-    check_bool,
-    check_float_array,
-    check_float_dtype,
-    check_grad,
-    check_mask,
-    check_positive_int,
-    check_same_dtype,
-)
+from . import backend, checks, layers
+from .checks import check_bool, check_float_dtype, check_positive_int, check_rng
 
 NEG_SELF = -1e5  # logit of a token attending to itself under shared-QK (paper section 2)
 NEG_MASK = -1e9  # logit of a masked key (causal or padding); exp underflows to exactly 0
@@ -71,9 +62,8 @@ def unit_norm_forward(x, eps: float = 1e-12):
 def unit_norm_backward(dout, cache: UnitNormCache):
     """dx = (dk - k (k . dk)) / |x|: the Jacobian of x/|x| projects out the radial direction."""
     xp = backend.array_module(dout)
-    unit, norm = cache
-    check_grad("dout", dout, unit.shape, unit.dtype)
-    return (dout - unit * xp.sum(unit * dout, axis=-1, keepdims=True)) / norm
+    unit = cache.unit
+    return (dout - unit * xp.sum(unit * dout, axis=-1, keepdims=True)) / cache.norm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,11 +76,8 @@ def split_heads(x, n_heads: int):
 
     Its backward is :func:`merge_heads` (and the other way round): both only move entries.
     """
-    check_array("x", x, ndim=3)
-    n_heads = check_positive_int("n_heads", n_heads)
+    checks.split(x, n_heads)
     batch, length, width = x.shape
-    if width % n_heads:
-        raise ValueError(f"n_heads: expected a divisor of the width of x ({width}), got {n_heads}")
     xp = backend.array_module(x)
     x = x.reshape(batch, length, n_heads, width // n_heads)  # (B, L, H, Dh)
     return xp.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (B, H, L, Dh)
@@ -98,7 +85,7 @@ def split_heads(x, n_heads: int):
 
 def merge_heads(x):
     """(B, H, L, Dh) -> (B, L, H*Dh): the heads side by side again; the inverse of split_heads."""
-    check_array("x", x, ndim=4)
+    checks.merge(x)
     batch, n_heads, length, d_head = x.shape
     xp = backend.array_module(x)
     x = xp.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (B, L, H, Dh)
@@ -139,11 +126,9 @@ def mask_logits(logits, q_pos, k_pos, *, causal=False, key_valid=None, self_mask
         broadcastable to it, True where the logit was kept, or None when nothing is masked. Call
         it on zeros to see the mask itself: 0 kept, NEG_SELF, NEG_MASK.
     """
-    causal, self_mask = check_bool("causal", causal), check_bool("self_mask", self_mask)
+    checks.mask_flags(logits, causal, self_mask)
     if not causal and key_valid is None and not self_mask:
         return logits, None
-    if not getattr(logits.flags, "writeable", True):
-        raise ValueError("logits: expected a writable array (masked in place), got a read-only one")
     xp = backend.array_module(logits)
     q_pos, k_pos = q_pos[..., :, None], k_pos[..., None, :]  # (..., Lq, 1), (..., 1, Lk)
     # ``dropped`` marks the logits replaced by a constant; keep is its negation, made last, so
@@ -180,21 +165,6 @@ class AttentionCache(NamedTuple):
     unit: object  # UnitNormCache of the keys under shared-QK, else None
 
 
-def check_heads(q_name, q, v_name, v, mask, causal):
-    """The checks every attention on heads makes at its entry (one policy for all of them):
-
-    q (B, H, L, Dh) and v (B, H, L, Dv) finite, non-empty (B = 0 or L = 0 is a ValueError),
-    float32 or float64 of one dtype; mask (B, L) bool or None; ``causal`` a strict bool.
-    """
-    check_float_array(q_name, q, ndim=4, nonempty=True)
-    batch, n_heads, length, _ = q.shape
-    check_float_array(v_name, v, shape=(batch, n_heads, length, None), nonempty=True)
-    check_same_dtype(**{q_name: q, v_name: v})
-    if mask is not None:
-        check_mask("mask", mask, (batch, length))
-    check_bool("causal", causal)
-
-
 def _attend(q, k, v, scale, causal, mask, self_mask, unit=None):
     """softmax(mask(scale * q k^T)) v with max-subtraction; returns (out, cache)."""
     xp = backend.array_module(q, k, v)
@@ -224,9 +194,9 @@ def _attend_backward(dout, cache: AttentionCache):
     where sum_j(dP_ij P_ij) = dout_i . out_i. Masked logits were constants: their dS is zeroed.
     Then dq = scale * dS k and dk = scale * dS^T q.
     """
+    checks.grad("dout", dout, cache.q.shape[:3] + cache.v.shape[3:], cache.q.dtype)
     xp = backend.array_module(dout)
-    q, k, v, probs, keep, scale = cache[:6]
-    check_grad("dout", dout, q.shape[:3] + v.shape[3:], q.dtype)
+    q, k, v, probs, keep, scale = cache.q, cache.k, cache.v, cache.probs, cache.keep, cache.scale
     dv = xp.matmul(probs.swapaxes(-1, -2), dout)  # (B, H, L, Dv)
     dprobs = xp.matmul(dout, v.swapaxes(-1, -2))  # (B, H, L, L)
     row = xp.sum(dprobs * probs, axis=-1, keepdims=True)  # (B, H, L, 1)
@@ -255,9 +225,7 @@ def attention_forward(q, k, v, *, causal: bool = False, mask=None):
         ``(out (B, H, L, Dv), cache)``; ``cache.lse`` (B, H, L) is the per-query log-sum-exp of the
         masked logits and ``cache.probs`` (B, H, L, L) the attention weights.
     """
-    check_heads("q", q, "v", v, mask, causal)
-    check_float_array("k", k, shape=q.shape)
-    check_same_dtype(q=q, k=k)
+    checks.attention(q, k, v, mask, causal)
     return _attend(q, k, v, 1.0 / q.shape[-1] ** 0.5, causal, mask, self_mask=False)
 
 
@@ -286,7 +254,7 @@ def shared_qk_attention_forward(qk, v, *, causal: bool = False, mask=None):
     Returns:
         ``(out (B, H, L, Dv), cache)`` with ``cache.lse`` (B, H, L) and ``cache.probs``.
     """
-    check_heads("qk", qk, "v", v, mask, causal)
+    checks.heads("qk", qk, "v", v, mask, causal)
     keys, unit = unit_norm_forward(qk)  # (B, H, L, Dh)
     return _attend(qk, keys, v, 1.0, causal, mask, self_mask=True, unit=unit)
 
@@ -325,7 +293,7 @@ def init_multihead_attention(
     Returns:
         dict with "w_q", "w_k" (or "w_qk"), "w_v" of shape (D, H*Dh) and "w_o" (H*Dh, D).
     """
-    backend.check_rng(rng)
+    check_rng(rng)
     d_model = check_positive_int("d_model", d_model)
     width = check_positive_int("n_heads", n_heads) * check_positive_int("d_head", d_head)
     names = ("w_qk", "w_v") if check_bool("shared_qk", shared_qk) else ("w_q", "w_k", "w_v")
@@ -333,30 +301,6 @@ def init_multihead_attention(
     params["w_o"] = rng.standard_normal((width, d_model)) / width**0.5
     dtype = check_float_dtype(dtype)
     return {name: backend.asarray(w, dtype=dtype) for name, w in params.items()}
-
-
-def _check_multihead_params(x, p, n_heads):
-    """x (B, L, D); p holds w_q/w_k or w_qk, w_v (D, H*Dh), w_o (H*Dh, D); H divides H*Dh."""
-    check_float_array("x", x, ndim=3, nonempty=True)
-    if not isinstance(p, dict):
-        raise TypeError(f"p: expected a dict of weights, got {type(p).__name__}")
-    in_names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
-    expected = set(in_names) | {"w_o"}
-    if set(p) != expected:
-        raise ValueError(f"p: expected keys {sorted(expected)}, got {sorted(p)}")
-    d_model = x.shape[-1]
-    check_float_array(in_names[0], p[in_names[0]], shape=(d_model, None))
-    width = p[in_names[0]].shape[1]
-    for name in in_names[1:]:
-        check_float_array(name, p[name], shape=(d_model, width))
-    check_float_array("w_o", p["w_o"], shape=(width, d_model))
-    check_same_dtype(x=x, **{name: p[name] for name in (*in_names, "w_o")})
-    n_heads = check_positive_int("n_heads", n_heads)
-    if width % n_heads:
-        raise ValueError(
-            f"n_heads: expected a divisor of the projection width {width}, got {n_heads}"
-        )
-    return in_names, n_heads
 
 
 def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mask=None):
@@ -376,7 +320,8 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
     Returns:
         ``(out (B, L, D), cache)``; ``cache.attn.lse`` (B, H, L).
     """
-    in_names, n_heads = _check_multihead_params(x, p, n_heads)
+    checks.multihead(x, p, n_heads)
+    in_names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
     proj, heads = {}, []
     for name in in_names:
         y, proj[name] = layers.linear_forward(x, p[name])  # (B, L, H*Dh)
@@ -389,7 +334,7 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
 
 def multihead_attention_backward(dout, cache: MultiheadAttentionCache):
     """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
-    proj, attn, n_heads = cache
+    proj, attn, n_heads = cache.proj, cache.attn, cache.n_heads
     dp = {}
     dctx, dp["w_o"] = layers.linear_backward(dout, proj["w_o"])  # (B, L, H*Dh)
     dctx = split_heads(dctx, n_heads)  # (B, H, L, Dh)

@@ -26,6 +26,7 @@ import numpy
 
 ENV_VAR = "MINIREFORMER_BACKEND"
 BOOL_TYPES = (bool, numpy.bool_)  # Python's and NumPy's booleans (CuPy's scalars are NumPy's)
+GENERATOR = numpy.random.Generator  # every random draw comes from one, on the host
 _BACKENDS = ("numpy", "cupy")
 _xp: ModuleType | None = None
 
@@ -119,10 +120,3 @@ def to_numpy(a) -> numpy.ndarray:
 def default_rng(seed) -> numpy.random.Generator:
     """A host ``numpy.random.Generator`` from ``seed``; random draws always happen on the host."""
     return numpy.random.default_rng(seed)
-
-
-def check_rng(rng, name: str = "rng") -> numpy.random.Generator:
-    """Return ``rng`` if it is a ``numpy.random.Generator``, else raise ``TypeError`` naming it."""
-    if not isinstance(rng, numpy.random.Generator):
-        raise TypeError(f"{name}: expected a numpy.random.Generator, got {type(rng).__name__}")
-    return rng

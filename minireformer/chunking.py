@@ -29,16 +29,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend, layers
-from .checks import (
-    check_array,
-    check_float_array,
-    check_grad,
-    check_mask,
-    check_positive_int,
-    check_same_dtype,
-    check_scalar_grad,
-)
+from . import backend, checks, layers, loss
 
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # an odd 64-bit constant: chunk seeds far apart from each other
 _SEED_MOD = 2**63
@@ -56,7 +47,6 @@ def chunk_seed(seed, index: int):
 
 def chunk_slices(length: int, chunk_len: int) -> list[slice]:
     """Slices [0, c), [c, 2c), ... covering 0..length-1 (the last one may be shorter)."""
-    chunk_len = check_positive_int("chunk_len", chunk_len)
     return [slice(s, min(s + chunk_len, length)) for s in range(0, length, chunk_len)]
 
 
@@ -74,14 +64,6 @@ class ChunkedFeedForwardCache(NamedTuple):
     seed: object  # int or None: the layer's dropout seed
 
 
-def _check_ff_input(x, chunk_len):
-    """x (..., L, D) finite and non-empty (L = 0 is a ValueError, as for attention); c >= 1."""
-    check_float_array("x", x, nonempty=True)
-    if x.ndim < 2:
-        raise ValueError(f"x: expected shape (..., L, D), got {tuple(x.shape)}")
-    return check_positive_int("chunk_len", chunk_len)
-
-
 def chunked_feedforward_forward(
     x, p, *, chunk_len: int, activation: str = "gelu", dropout: float = 0.0, seed=None
 ):
@@ -97,7 +79,7 @@ def chunked_feedforward_forward(
     Returns:
         ``(out (..., L, D), cache)``; the cache holds only ``x`` and ``p``.
     """
-    chunk_len = _check_ff_input(x, chunk_len)
+    checks.chunked_positions(x, chunk_len)
     xp = backend.array_module(x)
     out = None
     for i, s in enumerate(chunk_slices(x.shape[-2], chunk_len)):
@@ -133,9 +115,11 @@ def _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, want_o
 
 def chunked_feedforward_backward(dout, cache: ChunkedFeedForwardCache):
     """dout (..., L, D) -> (dx (..., L, D), dp with the keys of p), recomputing chunk by chunk."""
-    x, p, chunk_len, activation, dropout, seed = cache
-    check_grad("dout", dout, x.shape[:-1] + p["w2"].shape[1:], x.dtype)
-    _, dx, dp = _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, False)
+    c = cache
+    checks.grad("dout", dout, c.x.shape[:-1] + c.p["w2"].shape[1:], c.x.dtype)
+    _, dx, dp = _ff_chunks_backward(
+        c.x, dout, c.p, c.chunk_len, c.activation, c.dropout, c.seed, False
+    )
     return dx, dp
 
 
@@ -155,8 +139,8 @@ def chunked_feedforward_forward_backward(
     Returns:
         ``(out (..., L, D), dx (..., L, D), dp)``.
     """
-    chunk_len = _check_ff_input(x, chunk_len)
-    check_grad("dout", dout, x.shape[:-1] + p["w2"].shape[1:], x.dtype)
+    checks.chunked_positions(x, chunk_len)
+    checks.grad("dout", dout, x.shape[:-1] + p["w2"].shape[1:], x.dtype)
     return _ff_chunks_backward(x, dout, p, chunk_len, activation, dropout, seed, True)
 
 
@@ -180,7 +164,7 @@ def chunked_output_loss_forward(h, w, b, targets, mask=None, *, chunk_len: int):
     """Mean cross-entropy of softmax(h w + b) over unmasked targets, c positions at a time.
 
     Each chunk's (B, c, V) logits are made by :func:`layers.linear_forward` and scored by
-    :func:`layers.softmax_cross_entropy_forward` (max-subtracted log-softmax) with the *total*
+    :func:`loss.softmax_cross_entropy_forward` (max-subtracted log-softmax) with the *total*
     count of unmasked targets as normaliser, so that the chunks' losses add up to the mean over all
     targets, as the unchunked loss. Chunks without a target to score are skipped.
 
@@ -194,39 +178,29 @@ def chunked_output_loss_forward(h, w, b, targets, mask=None, *, chunk_len: int):
     Returns:
         ``(loss, cache)``: ``loss`` a scalar; the cache holds only the inputs.
     """
-    check_float_array("h", h, ndim=3, nonempty=True)
-    check_float_array("w", w, shape=(h.shape[-1], None))
-    if b is not None:
-        check_float_array("b", b, shape=(w.shape[1],))
-    check_same_dtype(h=h, w=w, b=b)
-    check_array("targets", targets, shape=h.shape[:2])
-    if mask is not None:
-        check_mask("mask", mask, h.shape[:2])
-    chunk_len = check_positive_int("chunk_len", chunk_len)
+    checks.chunked_loss(h, w, b, targets, mask, chunk_len)
     slices = chunk_slices(h.shape[1], chunk_len)
     if mask is None:
         counts = [h.shape[0] * (s.stop - s.start) for s in slices]
     else:
         counts = [int(mask[:, s].sum()) for s in slices]
     total = sum(counts)
-    if total == 0:
-        raise ValueError("mask: expected at least one True entry (a target to score), got none")
-    loss = 0.0
+    value = 0.0
     for s, count in zip(slices, counts):
         if count == 0:
             continue  # no target to score in this chunk
-        loss = loss + _chunk_loss(h, w, b, targets, mask, s, total)[0]
-    return loss, ChunkedLossCache(h, w, b, targets, mask, chunk_len, counts, total)
+        value = value + _chunk_loss(h, w, b, targets, mask, s, total)[0]
+    return value, ChunkedLossCache(h, w, b, targets, mask, chunk_len, counts, total)
 
 
 def _chunk_loss(h, w, b, targets, mask, s, total):
     """Cross-entropy of positions ``s`` summed and divided by ``total``: (loss, caches)."""
     logits, lin_cache = layers.linear_forward(h[:, s], w, b)  # (B, c, V)
     chunk_mask = None if mask is None else mask[:, s]
-    loss, ce_cache = layers.softmax_cross_entropy_forward(
+    value, ce_cache = loss.softmax_cross_entropy_forward(
         logits, targets[:, s], chunk_mask, normalizer=total
     )
-    return loss, (lin_cache, ce_cache)
+    return value, (lin_cache, ce_cache)
 
 
 def chunked_output_loss_backward(dloss, cache: ChunkedLossCache):
@@ -234,17 +208,17 @@ def chunked_output_loss_backward(dloss, cache: ChunkedLossCache):
 
     Each chunk's logits are recomputed, backpropagated and freed before the next chunk.
     """
-    h, w, b, targets, mask, chunk_len, counts, total = cache
-    dloss = check_scalar_grad("dloss", dloss)
+    checks.scalar_grad("dloss", dloss)
+    h, w, b, targets, mask = cache.h, cache.w, cache.b, cache.targets, cache.mask
     xp = backend.array_module(h, w)
     dh = xp.zeros_like(h)  # (B, L, Din): chunks without targets get zero gradient
     dw = xp.zeros_like(w)  # (Din, V)
     db = None if b is None else xp.zeros_like(b)  # (V,)
-    for s, count in zip(chunk_slices(h.shape[1], chunk_len), counts):
+    for s, count in zip(chunk_slices(h.shape[1], cache.chunk_len), cache.counts):
         if count == 0:
             continue
-        _, (lin_cache, ce_cache) = _chunk_loss(h, w, b, targets, mask, s, total)
-        dlogits = layers.softmax_cross_entropy_backward(dloss, ce_cache)  # (B, c, V)
+        _, (lin_cache, ce_cache) = _chunk_loss(h, w, b, targets, mask, s, cache.total)
+        dlogits = loss.softmax_cross_entropy_backward(dloss, ce_cache)  # (B, c, V)
         grads = layers.linear_backward(dlogits, lin_cache)
         dh[:, s] = grads[0]
         dw += grads[1]

@@ -3,12 +3,13 @@
 ``out, cache = op_forward(...)`` keeps in ``cache`` only what ``op_backward(dout, cache)`` needs;
 backward returns the gradients of the float inputs in argument order. These are the pieces of the
 Transformer and Reformer layers (paper section 3: layer norm and the feed-forward sub-layer
-FeedForward(x) = W2 act(W1 x + b1) + b2 of equation 10; section 5: dropout; the LM loss).
+FeedForward(x) = W2 act(W1 x + b1) + b2 of equation 10; section 5: dropout). The softmax and the
+loss are in ``loss.py``, the token embedding in ``embedding.py``.
 
 Shape letters: B batch, L length, D model width, F feed-forward width, V vocabulary; ``...`` stands
-for any leading dimensions (B, L). Input values are not scanned for NaN/inf (a full pass per op);
-the loss is checked instead. Floats are float32 or float64, one dtype per call, and every backward
-checks ``dout`` against the shape and dtype of its forward's output (``checks.py``).
+for any leading dimensions (B, L). Each op opens with its door check (``checks.py``), then the math;
+input values are not scanned for NaN/inf (a full pass per op), the model's loss is checked instead.
+The plain, unfused versions of these formulas are in ``reference.py``.
 
 References: https://arxiv.org/abs/2001.04451 (Reformer); CS231n ``layers.py`` for the convention;
 Ba, Kiros, Hinton 2016 (layer norm, arXiv 1607.06450); Hendrycks & Gimpel 2016 (GELU, arXiv
@@ -20,23 +21,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from . import backend
-from .checks import (
-    check_array,
-    check_bool,
-    check_finite,
-    check_float_array,
-    check_float_dtype,
-    check_grad,
-    check_keys,
-    check_mask,
-    check_positive_int,
-    check_positive_number,
-    check_rate,
-    check_same_dtype,
-    check_scalar_grad,
-    check_token_ids,
-)
+from . import backend, checks
+from .checks import check_bool, check_float_dtype, check_positive_int, check_rng
 
 # --- Initialisation ------------------------------------------------------------------------------
 
@@ -48,7 +34,7 @@ def init_linear(rng, d_in: int, d_out: int, dtype="float32", bias: bool = True):
     Returns ``(w (d_in, d_out), b (d_out,))``, or only ``w`` when ``bias`` is False (as
     :func:`linear_backward` returns ``(dx, dw)`` without a bias).
     """
-    backend.check_rng(rng)
+    check_rng(rng)
     d_in, d_out = check_positive_int("d_in", d_in), check_positive_int("d_out", d_out)
     dt = check_float_dtype(dtype)
     w = backend.asarray(rng.standard_normal((d_in, d_out)) / math.sqrt(d_in), dtype=dt)
@@ -80,13 +66,7 @@ class LinearCache(NamedTuple):
 
 def linear_forward(x, w, b=None):
     """out = x w + b. x: (..., Din), w: (Din, Dout), b: (Dout,) or None -> out (..., Dout)."""
-    check_float_array("w", w, ndim=2, finite=False)
-    check_float_array("x", x, finite=False)
-    if x.ndim < 1 or x.shape[-1] != w.shape[0]:
-        raise ValueError(f"x: expected shape (..., {w.shape[0]}) to match w, got {x.shape}")
-    if b is not None:
-        check_float_array("b", b, shape=(w.shape[1],), finite=False)
-    check_same_dtype(x=x, w=w, b=b)
+    checks.linear(x, w, b)
     out = x @ w if b is None else x @ w + b
     return out, LinearCache(x, w, b is not None)
 
@@ -96,9 +76,8 @@ def linear_backward(dout, cache: LinearCache):
 
     Returns ``(dx, dw, db)``, or ``(dx, dw)`` when the forward had no bias.
     """
-    x, w, has_bias = cache
-    check_grad("dout", dout, x.shape[:-1] + w.shape[1:], x.dtype)
-    return (linear_input_grad(dout, w),) + linear_param_grads(dout, x, has_bias)
+    checks.grad("dout", dout, cache.x.shape[:-1] + cache.w.shape[1:], cache.x.dtype)
+    return (linear_input_grad(dout, cache.w),) + linear_param_grads(dout, cache.x, cache.has_bias)
 
 
 def linear_input_grad(dout, w):
@@ -125,13 +104,7 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
 
     x: (..., D); gamma, beta: (D,) -> y (..., D). var is the biased (1/D) variance.
     """
-    check_float_array("x", x, finite=False)
-    if x.ndim < 1:
-        raise ValueError(f"x: expected at least 1 dimension, got shape {x.shape}")
-    check_float_array("gamma", gamma, shape=(x.shape[-1],), finite=False)
-    check_float_array("beta", beta, shape=(x.shape[-1],), finite=False)
-    check_same_dtype(x=x, gamma=gamma, beta=beta)
-    eps = check_positive_number("eps", eps)
+    checks.layernorm(x, gamma, beta, eps)
     xp = backend.array_module(x)
     centred = x - xp.mean(x, axis=-1, keepdims=True)  # (..., D)
     rstd = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=-1, keepdims=True) + eps)  # (..., 1)
@@ -148,43 +121,15 @@ def layernorm_backward(dout, cache: LayerNormCache):
     The two subtracted terms are the gradient flowing through the mean and through the variance.
     Returns ``(dx, dgamma, dbeta)``.
     """
+    checks.grad("dout", dout, cache.xhat.shape, cache.xhat.dtype)
     xp = backend.array_module(dout)
-    xhat, rstd, gamma = cache
-    check_grad("dout", dout, xhat.shape, xhat.dtype)
-    g = dout * gamma  # (..., D)
+    xhat, rstd = cache.xhat, cache.rstd
+    g = dout * cache.gamma  # (..., D)
     dx = rstd * (
         g - xp.mean(g, axis=-1, keepdims=True) - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)
     )
     lead = tuple(range(dout.ndim - 1))
     return dx, xp.sum(dout * xhat, axis=lead), xp.sum(dout, axis=lead)
-
-
-# --- Embedding -----------------------------------------------------------------------------------
-
-
-class EmbeddingCache(NamedTuple):
-    ids: object  # (...) int
-    table_shape: tuple  # (V, D)
-    dtype: object
-
-
-def embedding_forward(ids, table):
-    """out[...] = table[ids[...]]. ids: (...) int in [0, V), table: (V, D) -> out (..., D)."""
-    check_float_array("table", table, ndim=2, finite=False)
-    check_token_ids("ids", ids, table.shape[0])
-    return table[ids], EmbeddingCache(ids, table.shape, table.dtype)
-
-
-def embedding_backward(dout, cache: EmbeddingCache):
-    """dtable[v] = sum of dout over the positions whose id is v (a scatter-add).
-
-    ``xp.add.at`` accumulates repeated ids; ``dtable[ids] += dout`` would keep only one of them.
-    """
-    check_grad("dout", dout, cache.ids.shape + cache.table_shape[1:], cache.dtype)
-    xp = backend.array_module(dout)
-    dtable = xp.zeros(cache.table_shape, dtype=cache.dtype)  # (V, D)
-    xp.add.at(dtable, cache.ids.reshape(-1), dout.reshape(-1, cache.table_shape[1]))
-    return dtable
 
 
 # --- Activations and dropout ---------------------------------------------------------------------
@@ -216,7 +161,7 @@ def gelu_forward(x):
     x: any shape. (The exact GELU is x Phi(x); the two differ by less than 5e-4.) The cache is x
     alone: the backward recomputes tanh(u), cheaper than keeping a second array of x's size.
     """
-    check_float_array("x", x, finite=False)
+    checks.float_input("x", x)
     out = _gelu_tanh(x)
     out += 1.0
     out *= x
@@ -227,7 +172,7 @@ def gelu_forward(x):
 def gelu_backward(dout, cache):
     """gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u)."""
     x = cache
-    check_grad("dout", dout, x.shape, x.dtype)
+    checks.grad("dout", dout, x.shape, x.dtype)
     t = _gelu_tanh(x)
     slope = x * x  # x^2, then du/dx = sqrt(2/pi) (1 + 3 a x^2)
     slope *= 3 * _GELU_A * _GELU_C
@@ -246,19 +191,29 @@ def gelu_backward(dout, cache):
 
 def relu_forward(x):
     """relu(x) = max(x, 0). x: any shape. The derivative at 0 is taken as 0."""
-    check_float_array("x", x, finite=False)
+    checks.float_input("x", x)
     return x * (x > 0), x
 
 
 def relu_backward(dout, cache):
     """dx = dout where x > 0, else 0."""
-    check_grad("dout", dout, cache.shape, cache.dtype)
+    checks.grad("dout", dout, cache.shape, cache.dtype)
     return dout * (cache > 0)
+
+
+ACTIVATIONS = {"gelu": (gelu_forward, gelu_backward), "relu": (relu_forward, relu_backward)}
+
+
+def check_activation(activation) -> str:
+    """``activation`` must name one of the feed-forward's nonlinearities ("gelu", "relu")."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    return activation
 
 
 def draw_seed(rng) -> int:
     """An int seed for :func:`dropout_forward`, drawn from the Generator ``rng``."""
-    return int(backend.check_rng(rng).integers(0, 2**63 - 1))
+    return int(check_rng(rng).integers(0, 2**63 - 1))
 
 
 class DropoutCache(NamedTuple):
@@ -283,123 +238,24 @@ def dropout_forward(x, rate: float, seed):
     mask, and backward (or a reversible recomputation) replays it exactly. rate 0 is the identity.
     Scaling by 1/(1-rate) keeps E[out] = x, so nothing changes at evaluation time.
     """
-    check_float_array("x", x, finite=False)
-    rate = check_rate("rate", rate)
+    checks.dropout(x, rate, seed)
     if rate == 0:
         return x, DropoutCache(0.0, seed, x.shape, x.dtype)
-    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
-        raise TypeError(f"seed: expected a non-negative int when rate > 0, got {seed!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative int when rate > 0, got {seed!r}")
     xp = backend.array_module(x)
-    return x * _keep_scale(xp, rate, int(seed), x.shape, x.dtype), DropoutCache(
-        rate, int(seed), x.shape, x.dtype
-    )
+    cache = DropoutCache(float(rate), int(seed), x.shape, x.dtype)
+    return x * _keep_scale(xp, cache.rate, cache.seed, x.shape, x.dtype), cache
 
 
 def dropout_backward(dout, cache: DropoutCache):
     """dx = dout * keep / (1 - rate), with the same mask regenerated from the cached seed."""
-    check_grad("dout", dout, cache.shape, cache.dtype)
+    checks.grad("dout", dout, cache.shape, cache.dtype)
     if cache.rate == 0:
         return dout
     xp = backend.array_module(dout)
     return dout * _keep_scale(xp, cache.rate, cache.seed, cache.shape, cache.dtype)
 
 
-# --- Softmax, log-sum-exp, cross-entropy ---------------------------------------------------------
-
-
-def logsumexp(x, axis: int = -1, keepdims: bool = False):
-    """log(sum(exp(x))) along ``axis``, max-subtracted: m + log(sum(exp(x - m))).
-
-    A slice that is all -inf gives -inf (not NaN).
-    """
-    xp = backend.array_module(x)
-    m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf slice: avoid inf - inf
-    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
-    return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def softmax_forward(x):
-    """p = exp(x - max) / sum(exp(x - max)) along the last axis. x: (..., N) -> p (..., N)."""
-    check_float_array("x", x, finite=False)
-    xp = backend.array_module(x)
-    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
-    p = e / xp.sum(e, axis=-1, keepdims=True)
-    return p, p
-
-
-def softmax_backward(dout, cache):
-    """dx = p * (dout - sum(dout * p)) along the last axis (Jacobian diag(p) - p p^T)."""
-    xp = backend.array_module(dout)
-    p = cache
-    check_grad("dout", dout, p.shape, p.dtype)
-    return p * (dout - xp.sum(dout * p, axis=-1, keepdims=True))
-
-
-class CrossEntropyCache(NamedTuple):
-    logits: object  # (..., V)
-    lse: object  # (...) log-sum-exp of the logits
-    targets: object  # (...) int
-    weights: object  # (...) 1 for counted targets, 0 for ignored ones
-    n: int  # the normaliser
-
-
-def softmax_cross_entropy_forward(logits, targets, mask=None, *, normalizer=None):
-    """Mean negative log-likelihood of ``targets`` under softmax(logits), over unmasked positions.
-
-        loss = sum_i w_i (logsumexp(logits_i) - logits_i[t_i]) / N,   N = sum_i w_i
-
-    logits: (..., V) float; targets: (...) int in [0, V), masked or not; mask: (...) bool, True =
-    counted (None = all). ``normalizer`` replaces N (e.g. the total count over all chunks of a
-    chunked loss, where one chunk may be entirely masked). Returns a 0-d loss; ValueError if N = 0,
-    or if ``logits`` is empty (no position or an empty vocabulary).
-    """
-    check_float_array("logits", logits, finite=False, nonempty=True)
-    if logits.ndim < 1:
-        raise ValueError(f"logits: expected shape (..., V), got {logits.shape}")
-    check_token_ids("targets", targets, logits.shape[-1])
-    check_array("targets", targets, shape=logits.shape[:-1])
-    xp = backend.array_module(logits)
-    if mask is None:
-        weights, n = xp.ones(targets.shape, dtype=logits.dtype), targets.size
-    else:
-        check_mask("mask", mask, targets.shape)
-        weights, n = mask.astype(logits.dtype), int(xp.sum(mask))
-    if normalizer is None:
-        if n == 0:
-            raise ValueError("mask: expected at least one unmasked target, got none")
-    else:
-        n = check_positive_int("normalizer", normalizer)
-    lse = logsumexp(logits)  # (...)
-    picked = xp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (...)
-    loss = xp.sum((lse - picked) * weights) / n
-    check_finite("loss", loss)
-    return loss, CrossEntropyCache(logits, lse, targets, weights, n)
-
-
-def softmax_cross_entropy_backward(dloss, cache: CrossEntropyCache):
-    """dlogits = dloss * w_i * (softmax(logits_i) - onehot(t_i)) / N.  Returns (..., V)."""
-    logits, lse, targets, weights, n = cache
-    dloss = check_scalar_grad("dloss", dloss)
-    xp = backend.array_module(logits)
-    grad = xp.exp(logits - lse[..., None])  # softmax, (..., V)
-    grad -= xp.arange(logits.shape[-1]) == targets[..., None]  # minus the one-hot target
-    return grad * (weights * (dloss / n))[..., None]
-
-
 # --- Feed-forward sub-layer ----------------------------------------------------------------------
-
-_ACTIVATIONS = {"gelu": (gelu_forward, gelu_backward), "relu": (relu_forward, relu_backward)}
-
-
-def check_activation(activation) -> str:
-    """``activation`` must name one of the feed-forward's nonlinearities ("gelu", "relu")."""
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    return activation
-
 
 FEEDFORWARD_KEYS = ("w1", "b1", "w2", "b2")
 
@@ -418,12 +274,9 @@ def feedforward_forward(x, p, activation: str = "gelu", dropout: float = 0.0, se
     x: (..., D); p: {"w1" (D, F), "b1" (F,), "w2" (F, D), "b2" (D,)}; activation "gelu" or "relu";
     dropout rate on the hidden activations with int ``seed`` (see :func:`dropout_forward`).
     """
-    check_activation(activation)
-    check_keys("p", p, FEEDFORWARD_KEYS)
-    check_float_array("w1", p["w1"], ndim=2, finite=False)
-    check_float_array("w2", p["w2"], shape=p["w1"].shape[::-1], finite=False)
+    checks.feedforward(x, p, FEEDFORWARD_KEYS, ACTIVATIONS, activation)
     h, lin1 = linear_forward(x, p["w1"], p["b1"])  # (..., F)
-    a, act = _ACTIVATIONS[activation][0](h)
+    a, act = ACTIVATIONS[activation][0](h)
     a, drop = dropout_forward(a, dropout, seed)
     out, lin2 = linear_forward(a, p["w2"], p["b2"])  # (..., D)
     return out, FeedForwardCache(lin1, act, drop, lin2, activation)
@@ -433,6 +286,6 @@ def feedforward_backward(dout, cache: FeedForwardCache):
     """Backward through the four steps in reverse. Returns ``(dx, {"w1", "b1", "w2", "b2"})``."""
     da, dw2, db2 = linear_backward(dout, cache.lin2)  # (..., F)
     da = dropout_backward(da, cache.drop)
-    dh = _ACTIVATIONS[cache.activation][1](da, cache.act)
+    dh = ACTIVATIONS[cache.activation][1](da, cache.act)
     dx, dw1, db1 = linear_backward(dh, cache.lin1)  # (..., D)
     return dx, {"w1": dw1, "b1": db1, "w2": dw2, "b2": db2}

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
-from . import backend
-from .checks import check_float_array, check_positive_int
+from . import backend, checks
+from .checks import check_float_array, check_positive_int, check_rng
 
 MAX_BLOCK_ELEMENTS = 1 << 23  # projections held at once while hashing (32 MiB in float32)
 # Above this many buckets the default is two factors: K/2 = 64 projections per vector and round
@@ -38,8 +38,7 @@ def default_n_buckets(length: int, chunk_len: int):
     K1 * K2 >= K: the hashing cost then grows as sqrt(L) instead of L (the released code
     factorises likewise).
     """
-    length = check_positive_int("length", length)
-    chunk_len = check_positive_int("chunk_len", chunk_len)
+    _check_lengths(length, chunk_len)
     n_buckets = max(2, 2 * math.ceil(length / chunk_len))
     if n_buckets <= MAX_UNFACTORED_BUCKETS:
         return n_buckets
@@ -61,9 +60,9 @@ def check_n_buckets(n_buckets):
 
 
 def bucket_factors(n_buckets) -> tuple:
-    """(K,) for an int, the factors for a tuple."""
-    n_buckets = check_n_buckets(n_buckets)
-    return n_buckets if isinstance(n_buckets, tuple) else (n_buckets,)
+    """(K,) for an int K, the factors for a sequence of them (checked by :func:`check_n_buckets`
+    where they come in: the config, the sub-layer, the attention's door)."""
+    return tuple(n_buckets) if isinstance(n_buckets, (tuple, list)) else (n_buckets,)
 
 
 def total_buckets(n_buckets) -> int:
@@ -90,13 +89,27 @@ def random_rotations(rng, dim: int, n_hashes: int, n_buckets: int, n_heads: int 
         float array (Dh, R, K/2), or (H, Dh, R, K/2) when ``n_heads`` is given, on the backend;
         with factors the last axis is K1/2 + K2/2 + ... (:func:`rotation_width`).
     """
-    backend.check_rng(rng)
-    dim = check_positive_int("dim", dim)
-    n_hashes = check_positive_int("n_hashes", n_hashes)
+    _check_rotation_args(rng, dim, n_hashes, n_buckets, n_heads)
     shape = (dim, n_hashes, rotation_width(n_buckets))
     if n_heads is not None:
-        shape = (check_positive_int("n_heads", n_heads),) + shape
+        shape = (n_heads,) + shape
     return backend.asarray(rng.standard_normal(shape))
+
+
+@checks.door
+def _check_lengths(length, chunk_len) -> None:
+    check_positive_int("length", length)
+    check_positive_int("chunk_len", chunk_len)
+
+
+@checks.door
+def _check_rotation_args(rng, dim, n_hashes, n_buckets, n_heads) -> None:
+    check_rng(rng)
+    check_positive_int("dim", dim)
+    check_positive_int("n_hashes", n_hashes)
+    check_n_buckets(n_buckets)
+    if n_heads is not None:
+        check_positive_int("n_heads", n_heads)
 
 
 def hash_vectors(x, rotations, n_buckets=None):
@@ -115,26 +128,14 @@ def hash_vectors(x, rotations, n_buckets=None):
     Returns:
         integer array (B, H, R, L) of bucket ids in [0, K).
     """
-    check_float_array("x", x, ndim=4, nonempty=True)
+    _check_hash_inputs(x, rotations, n_buckets)
     batch, n_heads, length, dim = x.shape
-    if getattr(rotations, "ndim", None) not in (3, 4):
-        raise ValueError(
-            f"rotations: expected shape (Dh, R, K/2) or (H, Dh, R, K/2), "
-            f"got {getattr(rotations, 'shape', type(rotations).__name__)}"
-        )
     if rotations.ndim == 3:
-        check_float_array("rotations", rotations, shape=(dim, None, None))
         flat = rotations.reshape(dim, -1)  # (Dh, R*K/2), broadcast over heads
     else:
-        check_float_array("rotations", rotations, shape=(n_heads, dim, None, None))
         flat = rotations.reshape(n_heads, dim, -1)[None]  # (1, H, Dh, R*K/2)
     n_hashes, width = rotations.shape[-2:]
     factors = (2 * width,) if n_buckets is None else bucket_factors(n_buckets)
-    if rotation_width(factors) != width:
-        raise ValueError(
-            f"rotations: expected a last axis of {rotation_width(factors)} for n_buckets="
-            f"{n_buckets}, got {width}"
-        )
     xp = backend.array_module(x, rotations)
     flat = flat.astype(x.dtype, copy=False)  # float64 rotations would make float64 projections
     buckets = xp.empty((batch, n_heads, length, n_hashes), dtype=xp.int64)
@@ -148,6 +149,28 @@ def hash_vectors(x, rotations, n_buckets=None):
             radix, column = radix * k, column + k // 2
         buckets[:, :, start : start + block] = ids
     return xp.ascontiguousarray(xp.moveaxis(buckets, -1, 2))  # (B, H, R, L)
+
+
+@checks.door
+def _check_hash_inputs(x, rotations, n_buckets) -> None:
+    """x (B, H, L, Dh) non-empty floats; rotations (Dh, R, K/2) or (H, Dh, R, K/2) whose last axis
+    fits ``n_buckets`` (this door needs the bucket factors, so it lives beside them)."""
+    check_float_array("x", x, ndim=4, nonempty=True)
+    _, n_heads, _, dim = x.shape
+    if getattr(rotations, "ndim", None) not in (3, 4):
+        raise ValueError(
+            f"rotations: expected shape (Dh, R, K/2) or (H, Dh, R, K/2), "
+            f"got {getattr(rotations, 'shape', type(rotations).__name__)}"
+        )
+    lead = (dim,) if rotations.ndim == 3 else (n_heads, dim)
+    check_float_array("rotations", rotations, shape=lead + (None, None))
+    width = rotations.shape[-1]
+    factors = (2 * width,) if n_buckets is None else bucket_factors(n_buckets)
+    if rotation_width(factors) != width:
+        raise ValueError(
+            f"rotations: expected a last axis of {rotation_width(factors)} for n_buckets="
+            f"{n_buckets}, got {width}"
+        )
 
 
 def _argmax_signed(rotated, xp):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend
+from . import backend, checks
 from .checks import check_float_array, check_nonnegative_int, check_positive_int
 
 AXIAL_KEYS = ("axial_1", "axial_2")  # parameter names of the two factor tables
@@ -71,7 +71,7 @@ def check_axial(axial_shape, axial_dims, d_model: int, length: int | None = None
 
 def init_axial(rng, axial_shape, axial_dims, dtype="float32", scale: float = 0.02):
     """The two factor tables {"axial_1": (L1, d1), "axial_2": (L2, d2)}, N(0, scale^2) entries."""
-    backend.check_rng(rng)
+    checks.check_rng(rng)
     shape, dims = check_axial(axial_shape, axial_dims, sum(axial_dims))
     return {
         key: backend.asarray(scale * rng.standard_normal((n, d)), dtype=dtype)

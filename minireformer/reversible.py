@@ -27,8 +27,11 @@ a record made by another block, for other shapes or by another call (the record 
 fingerprint of the outputs it produced), so that a stack can never silently recompute a different
 attention pattern than the one it ran.
 
-The sub-layers F and G, and the protocol they follow (draw a record, forward, backward, and
-forward_backward for one recomputation), are in :mod:`minireformer.sublayers`.
+The sub-layers F and G, and the protocol they follow (draw a record, forward, backward, and the
+memory-saving output and recompute_backward), are in :mod:`minireformer.sublayers`. The block
+gives them the paper's names as functions of a stream: :meth:`ReversibleBlock.F`, ``G``,
+``F_backward`` and ``G_backward``. The same equations with plain functions are in
+``reference.py`` (``reversible_forward``, ``reversible_reverse``).
 
 The same blocks also run with stored activations (:meth:`ReversibleBlock.forward_stored` /
 :meth:`ReversibleBlock.backward_stored`), for comparisons of memory and of gradients.
@@ -44,8 +47,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend
-from .checks import check_float_array, check_grad, check_keys, check_same_dtype
+from . import backend, checks
+from .checks import check_keys
 
 FINGERPRINT_RTOL = 1e-3  # rebuilt outputs drift by ~1e-5 of their size in float32 at 64 blocks
 
@@ -59,8 +62,8 @@ class BlockRecord(NamedTuple):
     block: str  # the name of the block that made it
     shape: tuple  # (B, L, D) of each stream
     mask: object  # (B, L) bool padding mask, or None
-    f: dict  # the attention's record: kind, rotations (H, Dh, R, K/2), buckets (B, H, R, L), seed
-    g: dict  # the feed-forward's record: kind, seed
+    f: object  # F's record (sublayers.AttentionRecord): rotations, buckets (B, H, R, L), seed
+    g: object  # G's record (sublayers.FeedForwardRecord): its dropout seed
     fingerprint: object  # (2, B, L) float64: the sums over D of y1 and y2 it produced
 
 
@@ -90,14 +93,33 @@ class ReversibleBlock:
     def __init__(self, f, g, name: str = "block"):
         self.f, self.g, self.name = f, g, str(name)
 
-    def _check_inputs(self, names, a, b, params=None):
-        """Two (B, L, D) streams of one dtype and, if given, params {f.key, g.key}."""
-        check_float_array(names[0], a, ndim=3)
-        check_float_array(names[1], b, shape=a.shape)
-        check_same_dtype(**{names[0]: a, names[1]: b})
-        if params is not None:
-            check_keys("params", params, (self.f.key, self.g.key))
+    @checks.door
+    def _check_inputs(self, names, a, b, params) -> None:
+        """Two (B, L, D) streams of one dtype and params {f.key, g.key}."""
+        checks.streams(names, a, b)
+        check_keys("params", params, (self.f.key, self.g.key))
 
+    # --- F and G as functions of a stream (paper eqs. 7-8) -----------------------------------------
+
+    def F(self, x, params, record):  # noqa: N802 (the paper's name)
+        """F(x) (B, L, D) as this block's attention computed it in the call ``record`` records."""
+        return self.f.output(x, params[self.f.key], record.f, record.mask)[0]
+
+    def G(self, x, params, record):  # noqa: N802
+        """G(x) (B, L, D), the block's feed-forward, replaying ``record``."""
+        return self.g.output(x, params[self.g.key], record.g, record.mask)[0]
+
+    def F_backward(self, x, params, record, dout):  # noqa: N802
+        """(F(x), F'(x)^T dout, dF's parameters): F recomputed and differentiated at once."""
+        return self.f.recompute_backward(x, params[self.f.key], record.f, record.mask, dout)
+
+    def G_backward(self, x, params, record, dout):  # noqa: N802
+        """(G(x), G'(x)^T dout, dG's parameters)."""
+        return self.g.recompute_backward(x, params[self.g.key], record.g, record.mask, dout)
+
+    # --- records -----------------------------------------------------------------------------------
+
+    @checks.door
     def _check_record(self, record, y1, y2) -> None:
         """``record`` must be this block's, for streams of this shape, made by the call whose
         outputs are (y1, y2): their fingerprint must match up to the rebuilding's round-off,
@@ -140,10 +162,10 @@ class ReversibleBlock:
         """
         self._check_inputs(("x1", "x2"), x1, x2, params)
         rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
-        f_out, rec_f = _output_and_record(self.f, x2, params, rec_f, mask)
+        f_out, rec_f = self.f.output(x2, params[self.f.key], rec_f, mask)
         y1 = x1 + f_out  # (B, L, D)
         del f_out
-        g_out, rec_g = _output_and_record(self.g, y1, params, rec_g, mask)
+        g_out, rec_g = self.g.output(y1, params[self.g.key], rec_g, mask)
         y2 = x2 + g_out  # (B, L, D)
         record = BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g, _fingerprint(y1, y2))
         return y1, y2, record
@@ -152,8 +174,8 @@ class ReversibleBlock:
         """Reconstruct the inputs from the outputs (paper eq. 9): (x1, x2), (B, L, D) each."""
         self._check_inputs(("y1", "y2"), y1, y2, params)
         self._check_record(record, y1, y2)
-        x2 = y2 - _output_and_record(self.g, y1, params, record.g, record.mask)[0]
-        x1 = y1 - _output_and_record(self.f, x2, params, record.f, record.mask)[0]
+        x2 = y2 - self.G(y1, params, record)
+        x1 = y1 - self.F(x2, params, record)
         return x1, x2
 
     def reverse_and_grad(self, y1, y2, dy1, dy2, params, record: BlockRecord):
@@ -169,18 +191,14 @@ class ReversibleBlock:
             ``params``.
         """
         self._check_inputs(("y1", "y2"), y1, y2, params)
-        check_grad("dy1", dy1, y1.shape, y1.dtype)
-        check_grad("dy2", dy2, y2.shape, y2.dtype)
+        checks.grad("dy1", dy1, y1.shape, y1.dtype)
+        checks.grad("dy2", dy2, y2.shape, y2.dtype)
         self._check_record(record, y1, y2)
-        g_out, dy1_g, dp_g = self.g.forward_backward(
-            y1, params[self.g.key], record.g, dy2, record.mask
-        )
+        g_out, dy1_g, dp_g = self.G_backward(y1, params, record, dy2)
         x2 = y2 - g_out  # (B, L, D)
         del g_out
         dx1 = dy1 + dy1_g  # y1 = x1 + F(x2): dx1 is the full gradient reaching y1
-        f_out, dx2_f, dp_f = self.f.forward_backward(
-            x2, params[self.f.key], record.f, dx1, record.mask
-        )
+        f_out, dx2_f, dp_f = self.F_backward(x2, params, record, dx1)
         x1 = y1 - f_out
         dx2 = dy2 + dx2_f
         return x1, x2, dx1, dx2, {self.f.key: dp_f, self.g.key: dp_g}
@@ -189,24 +207,20 @@ class ReversibleBlock:
         """The same computation, keeping every activation: (y1, y2, StoredCache)."""
         self._check_inputs(("x1", "x2"), x1, x2, params)
         rec_f, rec_g = self.f.draw(rng, x1.shape), self.g.draw(rng, x1.shape)
-        f_out, c_f, rec_f = self.f.forward(x2, params[self.f.key], rec_f, mask)
+        f_out, c_f = self.f.forward(x2, params[self.f.key], rec_f, mask)
         y1 = x1 + f_out
-        g_out, c_g, rec_g = self.g.forward(y1, params[self.g.key], rec_g, mask)
+        g_out, c_g = self.g.forward(y1, params[self.g.key], rec_g, mask)
         y2 = x2 + g_out
-        record = BlockRecord(self.name, tuple(x1.shape), mask, rec_f, rec_g, _fingerprint(y1, y2))
+        shape = tuple(x1.shape)
+        record = BlockRecord(self.name, shape, mask, c_f.record, c_g.record, _fingerprint(y1, y2))
         return y1, y2, StoredCache(record, c_f, c_g)
 
     def backward_stored(self, dy1, dy2, cache: StoredCache):
         """Backward from stored activations: (dx1, dx2, dparams)."""
         for name, dy in (("dy1", dy1), ("dy2", dy2)):
-            check_grad(name, dy, cache.record.shape, dy1.dtype)  # G's backward checks the dtype
+            checks.grad(name, dy, cache.record.shape, dy1.dtype)  # G's backward checks the dtype
         dy1_g, dp_g = self.g.backward(dy2, cache.g)
         dx1 = dy1 + dy1_g
         dx2_f, dp_f = self.f.backward(dx1, cache.f)
         return dx1, dy2 + dx2_f, {self.f.key: dp_f, self.g.key: dp_g}
 
-
-def _output_and_record(sublayer, x, params, rec, mask):
-    """A sub-layer's output and completed record; its cache (the activations) is freed at once."""
-    out, _, rec = sublayer.forward(x, params[sublayer.key], rec, mask, need_cache=False)
-    return out, rec

@@ -3,28 +3,36 @@
 A reversible block (:mod:`minireformer.reversible`, paper eqs. 7-9) computes y1 = x1 + F(x2) and
 y2 = x2 + G(y1) with
 
-    F(x) = Dropout(W_o Attention(LN(x)))        attention: "lsh", "local" or "full" (shared-QK)
-    G(x) = FeedForward(LN(x))                   dropout on its hidden layer; chunked (eq. 10)
+    F(x) = Dropout(W_o Attention(LN(x) W_qk, LN(x) W_v))     attention: "lsh", "local" or "full"
+    G(x) = FeedForward(LN(x))                                 dropout inside; chunked (eq. 10)
 
 and must be able to run each of them again, later, exactly as it ran the first time. So a sub-layer
 separates what it *chose* (LSH rotations and buckets, dropout seeds: a small record) from what it
-*computed* (the activations, which a reversible block throws away), and follows this protocol:
+*computed* (the activations, which a reversible block throws away). Both follow one protocol:
 
-    key                                   the name of its parameters in the block's dict
-    draw(rng, shape) -> rec               the step's random choices for inputs of shape (B, L, D)
-    check_record(rec, shape)              ValueError if rec is not one of its own for this shape
-    forward(x, p, rec, mask, need_cache=True) -> (out, cache, rec)    rec completed (buckets)
-                                          by the first run; without need_cache the cache may be
-                                          left empty (only the output is wanted)
+    key                                      the name of its parameters in the block's dict
+    draw(rng, shape) -> record               the step's random choices for inputs (B, L, D)
+    check_record(record, shape)              ValueError unless it is one of its own, for this shape
+    forward(x, p, record, mask) -> (out, cache)     cache.record: the record, completed by the
+                                             first run (the LSH buckets it hashed)
     backward(dout, cache) -> (dx, dp)
-    forward_backward(x, p, rec, dout, mask) -> (out, dx, dp)   one recomputation for both
+
+and two memory-saving forms of the same computations, which the reversible block uses:
+
+    output(x, p, record, mask) -> (out, record)               no cache: activations freed at once
+    recompute_backward(x, p, record, mask, dout) -> (out, dx, dp)    forward and backward together,
+                                             one group of heads (or one chunk) at a time
 
 The LSH buckets are recorded, not recomputed, because in float32 a recomputed input differs from
 the original in its last bits, which can move a vector across a bucket boundary (Hugging Face's
 reversible backward likewise hands each layer's stored buckets back to its attention).
 
-Shape letters: B batch, L length, D model width, H heads, Dh head width, F feed-forward width,
-R hash rounds, K buckets, C chunk length.
+Heads are attended ``n_parallel_heads`` at a time (trax's name), one group after the other, each
+group with its own slices of W_qk, W_v and W_o: heads are independent, so the result is the same,
+and only one group's queries, values and attention activations exist at once.
+
+Shape letters: B batch, L length, D model width, H heads (h in a group), Dh head width, F
+feed-forward width, R hash rounds, K buckets, C chunk length.
 
 References: https://arxiv.org/abs/2001.04451 (sections 2-3, eq. 10); trax
 ``trax/layers/research/efficient_attention.py`` (``n_parallel_heads``); Hugging Face
@@ -35,7 +43,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import backend, layers, lsh
+from . import backend, checks, layers, lsh
 from .attention import (
     init_multihead_attention,
     merge_heads,
@@ -44,22 +52,22 @@ from .attention import (
     split_heads,
 )
 from .checks import check_bool, check_float_array, check_keys, check_positive_int, check_rate
-from .chunked_attention import local_attention_backward, local_attention_forward
 from .chunking import (
     chunked_feedforward_backward,
     chunked_feedforward_forward,
     chunked_feedforward_forward_backward,
 )
-from .lsh_attention import lsh_attention_backward, lsh_attention_forward
+from .local_attention import local_attention_backward, local_attention_forward
+from .lsh_attention import lsh_attention_backward, lsh_attention_forward, semantics_of
 
 ATTENTION_TYPES = ("lsh", "local", "full")
 FF_KEYS = layers.FEEDFORWARD_KEYS
 ATTENTION_KEYS = ("ln_gamma", "ln_beta", "w_qk", "w_v", "w_o")
 
 
-def _check_seed(rec, rate) -> None:
-    if (rec.get("seed") is None) != (rate == 0):
-        raise ValueError(f"record: dropout seed {rec.get('seed')!r} does not match rate {rate}")
+def _check_seed(seed, rate) -> None:
+    if (seed is None) != (rate == 0):
+        raise ValueError(f"record: dropout seed {seed!r} does not match rate {rate}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,30 +75,38 @@ def _check_seed(rec, rate) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class AttentionRecord(NamedTuple):
+    """What one run of F chose: its LSH rotations and the buckets they gave, its dropout seed."""
+
+    kind: str  # "lsh", "local" or "full"
+    rotations: object = None  # (H, Dh, R, K/2) for LSH, else None
+    buckets: object = None  # (B, H, R, L) after the first LSH run, else None
+    seed: object = None  # int dropout seed, or None without dropout
+
+
+class GroupCache(NamedTuple):
+    ctx: object  # (B, L, h*Dh) the group's attention output, before W_o
+    attn: object  # the cache of the attention on the group's heads
+
+
 class AttentionCache(NamedTuple):
-    ln: object  # layer-norm cache
-    qk: object  # linear cache of w_qk
-    v: object  # linear cache of w_v
-    attn: object  # cache of the attention on heads (its kind is the sub-layer's)
-    out: object  # linear cache of w_o
+    x: object  # (B, L, D) the sub-layer's input
+    h: object  # (B, L, D) LN(x), the projections' input
+    ln: layers.LayerNormCache
+    p: dict  # the parameters
+    groups: list  # one GroupCache per group of heads
     drop: object  # dropout cache, or None without dropout
+    record: AttentionRecord  # completed: the buckets hashed
 
 
 class AttentionSubLayer:
     """F(x) = Dropout(merge(Attention(split(LN(x) W_qk), split(LN(x) W_v))) W_o), x: (B, L, D).
 
-    ``kind`` chooses the attention on heads: "lsh" (:func:`lsh_attention_forward`), "local"
-    (:func:`local_attention_forward`) or "full" (:func:`shared_qk_attention_forward`); all three are
-    shared-QK (one projection W_qk, unit-norm keys). Parameters: {"ln_gamma", "ln_beta" (D,),
-    "w_qk", "w_v" (D, H*Dh), "w_o" (H*Dh, D)}.
-
-    ``attend_across_buckets`` and ``allow_duplicate_attention`` (LSH only) choose between the
-    paper's semantics (both False) and the released code's (both True); see ``lsh_attention.py``.
-
-    ``n_parallel_heads`` (trax's name) attends to that many heads at a time, one group after the
-    other: heads are independent, so the result is the same, and only one group's attention
-    activations (the (C, W) weights of every chunk, the largest arrays of the layer) exist at once.
-    In the reversible recomputation each group is differentiated as soon as it is recomputed.
+    ``kind`` chooses the attention on heads: "lsh" (``lsh_attention.lsh_attention_forward``),
+    "local" (``local_attention.local_attention_forward``) or "full"
+    (``attention.shared_qk_attention_forward``); all three are shared-QK (one projection W_qk,
+    unit-norm keys). Parameters: {"ln_gamma", "ln_beta" (D,), "w_qk", "w_v" (D, H*Dh),
+    "w_o" (H*Dh, D)}. ``semantics`` ("paper" or "released", LSH only): see ``lsh_attention.py``.
     """
 
     key = "attn"
@@ -109,8 +125,7 @@ class AttentionSubLayer:
         n_chunks_before: int = 1,
         n_chunks_after: int = 0,
         n_parallel_heads: int | None = None,
-        attend_across_buckets: bool = False,
-        allow_duplicate_attention: bool = False,
+        semantics="paper",
     ):
         if kind not in ATTENTION_TYPES:
             raise ValueError(f"kind: expected one of {ATTENTION_TYPES}, got {kind!r}")
@@ -123,138 +138,159 @@ class AttentionSubLayer:
         self.n_hashes = check_positive_int("n_hashes", n_hashes)
         self.n_buckets = None if n_buckets is None else lsh.check_n_buckets(n_buckets)
         self.causal = check_bool("causal", causal)
-        self.attend_across_buckets = check_bool("attend_across_buckets", attend_across_buckets)
-        self.allow_duplicate_attention = check_bool(
-            "allow_duplicate_attention", allow_duplicate_attention
-        )
+        self.semantics = semantics_of(semantics)
         self.dropout = check_rate("dropout", dropout)
         self.n_chunks_before, self.n_chunks_after = n_chunks_before, n_chunks_after
         step = self.n_heads if n_parallel_heads is None else n_parallel_heads
         step = check_positive_int("n_parallel_heads", step)
-        self.head_groups = [slice(h, h + step) for h in range(0, self.n_heads, step)]
+        self.head_groups = [slice(h, min(h + step, self.n_heads)) for h in range(0, n_heads, step)]
 
-    def _buckets_for(self, length: int) -> int:
+    # --- records --------------------------------------------------------------------------------
+
+    def _buckets_for(self, length: int):
         return self.n_buckets or lsh.default_n_buckets(length, self.chunk_len)
 
-    def draw(self, rng, shape) -> dict:
+    def draw(self, rng, shape) -> AttentionRecord:
         """Random choices of one step for inputs (B, L, D): LSH rotations, the dropout seed."""
-        rec = {"kind": self.kind, "rotations": None, "buckets": None, "seed": None}
+        rotations = seed = None
         if self.kind == "lsh":
-            rec["rotations"] = lsh.random_rotations(
+            rotations = lsh.random_rotations(
                 rng, self.d_head, self.n_hashes, self._buckets_for(shape[1]), self.n_heads
             )  # (H, Dh, R, K/2)
         if self.dropout > 0:
-            rec["seed"] = layers.draw_seed(rng)
-        return rec
+            seed = layers.draw_seed(rng)
+        return AttentionRecord(self.kind, rotations, None, seed)
 
-    def check_record(self, rec, shape) -> None:
-        if not isinstance(rec, dict) or rec.get("kind") != self.kind:
-            got = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
+    def check_record(self, record, shape) -> None:
+        if not isinstance(record, AttentionRecord) or record.kind != self.kind:
+            got = getattr(record, "kind", type(record).__name__)
             raise ValueError(f"record: expected a record of {self.kind!r} attention, got {got!r}")
         if self.kind == "lsh":
             width = lsh.rotation_width(self._buckets_for(shape[1]))
             want = (self.n_heads, self.d_head, self.n_hashes, width)
-            rot = rec["rotations"]
+            rot = record.rotations
             if rot is None or tuple(rot.shape) != want:
                 got = None if rot is None else tuple(rot.shape)
                 raise ValueError(f"record: expected rotations of shape {want}, got {got}")
-        _check_seed(rec, self.dropout)
+        _check_seed(record.seed, self.dropout)
 
-    def forward(self, x, p, rec, mask=None, *, need_cache=True, dout=None):
-        """x (B, L, D) -> (out (B, L, D), cache, rec); the first run adds the LSH buckets to rec.
+    # --- the protocol ---------------------------------------------------------------------------
 
-        ``need_cache=False`` drops each group's attention cache as soon as it has run (only the
-        output is wanted). With ``dout`` (B, L, D), the attention is differentiated group by
-        group as it runs: ``cache.attn`` then holds ``(dqk, dv)`` (B, H, L, Dh) for
-        :meth:`backward` (see :meth:`forward_backward`).
-        """
-        check_keys("p", p, ATTENTION_KEYS)
-        width = self.n_heads * self.d_head  # H * Dh: a w_qk of another width is named here
-        check_float_array("w_qk", p["w_qk"], shape=(x.shape[-1], width), finite=False)
+    def forward(self, x, p, record: AttentionRecord, mask=None):
+        """x (B, L, D) -> (out (B, L, D), cache); ``cache.record`` holds the LSH buckets."""
+        return self._run(x, p, record, mask, keep=True)
+
+    def backward(self, dout, cache: AttentionCache):
+        """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
+        if cache.drop is not None:
+            dout = layers.dropout_backward(dout, cache.drop)
+        xp = backend.array_module(dout)
+        p = cache.p
+        dp = {name: xp.empty_like(p[name]) for name in ("w_qk", "w_v", "w_o")}
+        dh = xp.zeros_like(cache.h)  # (B, L, D)
+        for heads, group in zip(self.head_groups, cache.groups):
+            self._group_backward(heads, cache.h, p, dout, group, dh, dp)
+        dx, dp["ln_gamma"], dp["ln_beta"] = layers.layernorm_backward(dh, cache.ln)
+        return dx, dp
+
+    def output(self, x, p, record: AttentionRecord, mask=None):
+        """F(x) without a cache: (out (B, L, D), the completed record)."""
+        out, cache = self._run(x, p, record, mask, keep=False)
+        return out, cache.record
+
+    def recompute_backward(self, x, p, record: AttentionRecord, mask, dout):
+        """F(x) and its backward from ``dout`` (B, L, D), each group of heads differentiated
+        right after it is recomputed: ``(out, dx, dp)``, as ``forward`` then ``backward``."""
+        self.check_record(record, x.shape)
+        xp = backend.array_module(x)
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
-        qk, c_qk = layers.linear_forward(h, p["w_qk"])  # (B, L, H*Dh)
-        v, c_v = layers.linear_forward(h, p["w_v"])  # (B, L, H*Dh)
-        qk, v = split_heads(qk, self.n_heads), split_heads(v, self.n_heads)  # (B, H, L, Dh)
-        dctx = None
-        if dout is not None:  # the output map is linear: dctx needs no forward activation
-            dctx = split_heads(
-                layers.linear_input_grad(self._dropout_backward(dout, rec), p["w_o"]), self.n_heads
-            )  # (B, H, L, Dh)
-        ctx, c_attn, rec = self._attend_groups(qk, v, rec, mask, dctx, need_cache)  # (B, H, L, Dh)
-        out, c_out = layers.linear_forward(merge_heads(ctx), p["w_o"])  # (B, L, D)
-        c_drop = None
-        if self.dropout > 0:
-            out, c_drop = layers.dropout_forward(out, self.dropout, rec["seed"])
-        return out, AttentionCache(ln, c_qk, c_v, c_attn, c_out, c_drop), rec
-
-    def _dropout_backward(self, dout, rec):
-        """Dropout's backward from the recorded seed alone (the mask is regenerated from it)."""
-        if self.dropout == 0:
-            return dout
-        cache = layers.DropoutCache(self.dropout, rec["seed"], dout.shape, dout.dtype)
-        return layers.dropout_backward(dout, cache)
-
-    def _attend_groups(self, qk, v, rec, mask, dctx=None, need_cache=True):
-        """Attention of each group of heads in turn: (ctx (B, H, L, Dh), caches, rec).
-
-        ``caches`` is one attention cache per group (none unless ``need_cache``) or, with
-        ``dctx`` (B, H, L, Dh), the gradients ``(dqk, dv)`` computed from each group's cache
-        before the next group runs.
-        """
-        xp = backend.array_module(qk)
-        # each group writes its slice of preallocated arrays: no per-group pieces to concatenate
-        ctx = xp.empty_like(v)  # (B, H, L, Dh)
-        dqk, dv = (None, None) if dctx is None else (xp.empty_like(qk), xp.empty_like(v))
-        caches, buckets = [], []
+        d_drop = self._dropout_backward(dout, record)  # the dropout mask, from its seed
+        out = xp.zeros_like(x)
+        dp = {name: xp.empty_like(p[name]) for name in ("w_qk", "w_v", "w_o")}
+        dh = xp.zeros_like(h)
         for heads in self.head_groups:
-            sub = rec
-            if self.kind == "lsh":
-                old = rec["buckets"]
-                sub = {**rec, "rotations": rec["rotations"][heads]}
-                sub["buckets"] = None if old is None else old[:, heads]
-            ctx[:, heads], cache, sub = self.attend(qk[:, heads], v[:, heads], sub, mask)
-            if self.kind == "lsh":
-                buckets.append(sub["buckets"])
-            if dctx is None:
-                caches += [cache] if need_cache else []
-            else:
-                dqk[:, heads], dv[:, heads] = self._attend_backward(dctx[:, heads], cache)
-            del cache
+            group, _ = self._group_forward(heads, h, p, record, mask, out)
+            self._group_backward(heads, h, p, d_drop, group, dh, dp)
+            del group
+        if self.dropout > 0:
+            out = layers.dropout_forward(out, self.dropout, record.seed)[0]
+        dx, dp["ln_gamma"], dp["ln_beta"] = layers.layernorm_backward(dh, ln)
+        return out, dx, dp
 
-        if self.kind == "lsh" and rec["buckets"] is None:
-            # (B, H, R, L) the pattern to replay
-            rec = {**rec, "buckets": xp.concatenate(buckets, axis=1)}
-        return ctx, (caches if dctx is None else (dqk, dv)), rec
+    # --- one group of heads ---------------------------------------------------------------------
 
-    def attend(self, qk, v, rec, mask=None):
-        """This sub-layer's attention on heads: qk (B, h, L, Dh), v (B, h, L, Dv) ->
-        (out (B, h, L, Dv), cache, rec), with the rotations (and buckets, if any) of ``rec``."""
+    def _run(self, x, p, record, mask, *, keep):
+        _check_params(p, x, self.n_heads * self.d_head)
+        xp = backend.array_module(x)
+        h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
+        out = xp.zeros_like(x)
+        groups, buckets = [], []
+        for heads in self.head_groups:
+            group, group_buckets = self._group_forward(heads, h, p, record, mask, out)
+            groups += [group] if keep else []
+            buckets.append(group_buckets)
+            del group
+        if self.kind == "lsh" and record.buckets is None:
+            record = record._replace(buckets=xp.concatenate(buckets, axis=1))  # (B, H, R, L)
+        drop = None
+        if self.dropout > 0:
+            out, drop = layers.dropout_forward(out, self.dropout, record.seed)
+        return out, AttentionCache(x, h, ln, p, groups, drop, record)
+
+    def _columns(self, heads: slice) -> slice:
+        """The columns of W_qk and W_v (rows of W_o) of a group of heads."""
+        return slice(heads.start * self.d_head, heads.stop * self.d_head)
+
+    def _group_forward(self, heads, h, p, record, mask, out):
+        """Attend with the heads ``heads`` and add their share of W_o into ``out`` (B, L, D).
+
+        Returns ``(GroupCache, buckets (B, h, R, L) or None)``."""
+        cols, n = self._columns(heads), heads.stop - heads.start
+        qk = split_heads(h @ p["w_qk"][:, cols], n)  # (B, h, L, Dh)
+        v = split_heads(h @ p["w_v"][:, cols], n)
+        ctx, attn = self.attend(qk, v, record, heads, mask)
+        ctx = merge_heads(ctx)  # (B, L, h*Dh)
+        out += ctx @ p["w_o"][cols]
+        buckets = attn.buckets if self.kind == "lsh" else None
+        return GroupCache(ctx, attn), buckets
+
+    def _group_backward(self, heads, h, p, dout, group: GroupCache, dh, dp) -> None:
+        """Add the group's gradients into dh (B, L, D) and its columns of dp."""
+        cols, n = self._columns(heads), heads.stop - heads.start
+        dp["w_o"][cols] = layers.linear_param_grads(dout, group.ctx)[0]
+        dctx = split_heads(dout @ p["w_o"][cols].T, n)  # (B, h, L, Dh)
+        dqk, dv = self._attend_backward(dctx, group.attn)
+        dqk, dv = merge_heads(dqk), merge_heads(dv)  # (B, L, h*Dh)
+        dp["w_qk"][:, cols] = layers.linear_param_grads(dqk, h)[0]
+        dp["w_v"][:, cols] = layers.linear_param_grads(dv, h)[0]
+        dh += dqk @ p["w_qk"][:, cols].T
+        dh += dv @ p["w_v"][:, cols].T
+
+    def attend(self, qk, v, record, heads: slice | None = None, mask=None):
+        """This sub-layer's attention on the heads ``heads`` (default all): qk (B, h, L, Dh),
+        v (B, h, L, Dv) -> (out (B, h, L, Dv), cache), replaying the record's rotations and
+        buckets, if any (an attention map feeds it the identity as values)."""
+        heads = slice(0, self.n_heads) if heads is None else heads
         if self.kind == "full":
-            out, cache = shared_qk_attention_forward(qk, v, causal=self.causal, mask=mask)
-            return out, cache, rec
+            return shared_qk_attention_forward(qk, v, causal=self.causal, mask=mask)
         window = dict(n_chunks_before=self.n_chunks_before, n_chunks_after=self.n_chunks_after)
         if self.kind == "local":
-            out, cache = local_attention_forward(
+            return local_attention_forward(
                 qk, v, chunk_len=self.chunk_len, causal=self.causal, mask=mask, **window
             )
-            return out, cache, rec
-        out, cache = lsh_attention_forward(
+        return lsh_attention_forward(
             qk,
             v,
             chunk_len=self.chunk_len,
             n_hashes=self.n_hashes,
             n_buckets=self._buckets_for(qk.shape[2]),
-            rotations=rec["rotations"],
-            buckets=rec["buckets"],  # None on the first run; then replayed, never re-hashed
+            rotations=record.rotations[heads],
+            buckets=None if record.buckets is None else record.buckets[:, heads],
             causal=self.causal,
             mask=mask,
-            attend_across_buckets=self.attend_across_buckets,
-            allow_duplicate_attention=self.allow_duplicate_attention,
+            semantics=self.semantics,
             **window,
         )
-        if rec["buckets"] is None:
-            rec = {**rec, "buckets": cache.buckets}  # (B, H, R, L) the pattern to replay
-        return out, cache, rec
 
     def _attend_backward(self, dctx, cache):
         """dctx (B, h, L, Dh) for one group of heads -> (dqk, dv)."""
@@ -264,34 +300,19 @@ class AttentionSubLayer:
             return local_attention_backward(dctx, cache)
         return lsh_attention_backward(dctx, cache)
 
-    def backward(self, dout, cache: AttentionCache):
-        """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
-        dp = {}
-        if cache.drop is not None:
-            dout = layers.dropout_backward(dout, cache.drop)
-        dctx, dp["w_o"] = layers.linear_backward(dout, cache.out)  # (B, L, H*Dh)
-        if isinstance(cache.attn, tuple):  # differentiated group by group in forward(dout=...)
-            dqk, dv = cache.attn
-        else:
-            dctx = split_heads(dctx, self.n_heads)  # (B, H, L, Dh)
-            xp = backend.array_module(dctx)
-            dqk, dv = xp.empty_like(dctx), xp.empty_like(dctx)
-            for heads, c in zip(self.head_groups, cache.attn):
-                dqk[:, heads], dv[:, heads] = self._attend_backward(dctx[:, heads], c)
-        dh, dp["w_qk"] = layers.linear_backward(merge_heads(dqk), cache.qk)  # (B, L, D)
-        dh_v, dp["w_v"] = layers.linear_backward(merge_heads(dv), cache.v)
-        dx, dp["ln_gamma"], dp["ln_beta"] = layers.layernorm_backward(dh + dh_v, cache.ln)
-        return dx, dp
+    def _dropout_backward(self, dout, record):
+        """Dropout's backward from the recorded seed alone (the mask is regenerated from it)."""
+        if self.dropout == 0:
+            return dout
+        cache = layers.DropoutCache(self.dropout, record.seed, dout.shape, dout.dtype)
+        return layers.dropout_backward(dout, cache)
 
-    def forward_backward(self, x, p, rec, dout, mask=None):
-        """Recompute F(x) and backpropagate ``dout`` through it: (out, dx, dp).
 
-        Each group of heads is differentiated right after it is recomputed, so one group's
-        attention activations exist at a time (see the class docstring).
-        """
-        out, cache, _ = self.forward(x, p, rec, mask, dout=dout)
-        dx, dp = self.backward(dout, cache)
-        return out, dx, dp
+@checks.door
+def _check_params(p, x, width) -> None:
+    """The attention sub-layer's parameters: exactly its keys, W_qk of width H * Dh."""
+    check_keys("p", p, ATTENTION_KEYS)
+    check_float_array("w_qk", p["w_qk"], shape=(x.shape[-1], width), finite=False)
 
 
 def init_attention_params(rng, d_model: int, n_heads: int, d_head: int, dtype="float32"):
@@ -306,9 +327,16 @@ def init_attention_params(rng, d_model: int, n_heads: int, d_head: int, dtype="f
 # ---------------------------------------------------------------------------------------------
 
 
+class FeedForwardRecord(NamedTuple):
+    """What one run of G chose: its dropout seed (None without dropout)."""
+
+    seed: object = None
+
+
 class FeedForwardCache(NamedTuple):
-    ln: object  # layer-norm cache
+    ln: layers.LayerNormCache
     ff: object  # feed-forward cache (chunked: only its input; unchunked: the hidden layer too)
+    record: FeedForwardRecord
 
 
 class FeedForwardSubLayer:
@@ -325,31 +353,29 @@ class FeedForwardSubLayer:
         self.activation = layers.check_activation(activation)
         self.dropout = check_rate("dropout", dropout)
 
-    def draw(self, rng, shape) -> dict:
-        return {"kind": "ff", "seed": layers.draw_seed(rng) if self.dropout > 0 else None}
+    def draw(self, rng, shape) -> FeedForwardRecord:
+        return FeedForwardRecord(layers.draw_seed(rng) if self.dropout > 0 else None)
 
-    def check_record(self, rec, shape) -> None:
-        if not isinstance(rec, dict) or rec.get("kind") != "ff":
-            got = rec.get("kind") if isinstance(rec, dict) else type(rec).__name__
-            raise ValueError(f"record: expected a feed-forward record, got {got!r}")
-        _check_seed(rec, self.dropout)
+    def check_record(self, record, shape) -> None:
+        if not isinstance(record, FeedForwardRecord):
+            raise ValueError(f"record: expected a feed-forward record, got {record!r}")
+        _check_seed(record.seed, self.dropout)
 
-    def _settings(self, rec):
-        return dict(activation=self.activation, dropout=self.dropout, seed=rec["seed"])
+    def _settings(self, record):
+        return dict(activation=self.activation, dropout=self.dropout, seed=record.seed)
 
-    def forward(self, x, p, rec, mask=None, *, need_cache=True):
-        """x (B, L, D) -> (out (B, L, D), cache, rec). The cache is made either way: chunked, it
-        is only the input; unchunked, the hidden layer exists whole anyway."""
-        check_keys("p", p, ("ln_gamma", "ln_beta", *FF_KEYS))
+    def forward(self, x, p, record: FeedForwardRecord, mask=None):
+        """x (B, L, D) -> (out (B, L, D), cache). Chunked, the cache is only the input."""
+        _check_ff_keys(p)
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
         ffp = {k: p[k] for k in FF_KEYS}
         if self.chunk_len is None:
-            out, ff = layers.feedforward_forward(h, ffp, **self._settings(rec))
+            out, ff = layers.feedforward_forward(h, ffp, **self._settings(record))
         else:
             out, ff = chunked_feedforward_forward(
-                h, ffp, chunk_len=self.chunk_len, **self._settings(rec)
+                h, ffp, chunk_len=self.chunk_len, **self._settings(record)
             )
-        return out, FeedForwardCache(ln, ff), rec
+        return out, FeedForwardCache(ln, ff, record)
 
     def backward(self, dout, cache: FeedForwardCache):
         """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
@@ -360,18 +386,27 @@ class FeedForwardSubLayer:
         dx, dgamma, dbeta = layers.layernorm_backward(dh, cache.ln)
         return dx, {"ln_gamma": dgamma, "ln_beta": dbeta, **dp}
 
-    def forward_backward(self, x, p, rec, dout, mask=None):
-        """Recompute G(x) and backpropagate ``dout``; chunk by chunk when chunked: (out, dx, dp)."""
+    def output(self, x, p, record: FeedForwardRecord, mask=None):
+        """G(x): (out (B, L, D), record). Chunked, no (B, L, F) array is ever whole."""
+        return self.forward(x, p, record, mask)[0], record
+
+    def recompute_backward(self, x, p, record: FeedForwardRecord, mask, dout):
+        """G(x) and its backward from ``dout``, chunk by chunk when chunked: (out, dx, dp)."""
         if self.chunk_len is None:
-            out, cache, _ = self.forward(x, p, rec)
+            out, cache = self.forward(x, p, record)
             return (out, *self.backward(dout, cache))
         h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
         ffp = {k: p[k] for k in FF_KEYS}
         out, dh, dp = chunked_feedforward_forward_backward(
-            h, ffp, dout, chunk_len=self.chunk_len, **self._settings(rec)
+            h, ffp, dout, chunk_len=self.chunk_len, **self._settings(record)
         )
         dx, dgamma, dbeta = layers.layernorm_backward(dh, ln)
         return out, dx, {"ln_gamma": dgamma, "ln_beta": dbeta, **dp}
+
+
+@checks.door
+def _check_ff_keys(p) -> None:
+    check_keys("p", p, ("ln_gamma", "ln_beta", *FF_KEYS))
 
 
 def init_feedforward_params(rng, d_model: int, d_ff: int, dtype="float32"):
@@ -379,11 +414,6 @@ def init_feedforward_params(rng, d_model: int, d_ff: int, dtype="float32"):
     p = layers.init_feedforward(rng, d_model, d_ff, dtype)
     p["ln_gamma"], p["ln_beta"] = layers.init_layernorm(d_model, dtype)
     return p
-
-
-# ---------------------------------------------------------------------------------------------
-# The reversible block
-# ---------------------------------------------------------------------------------------------
 
 
 def init_block_params(

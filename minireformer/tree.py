@@ -77,7 +77,21 @@ class LeafSpec(NamedTuple):
     dtype: str  # its name, e.g. "float32"
 
 
-_SPECS: dict = {}  # (init, repr(config)) -> the expected tree of (shape, dtype); a few per session
+_SPECS: dict = {}  # (init, config) -> (the expected tree of LeafSpec, its flat list); a few
+
+
+def _specs(config, init):
+    """The tree ``init(config, rng)`` returns with :class:`LeafSpec` leaves, and those leaves as a
+    list of (path, shape, dtype), computed once per config (configs are frozen, so hashable)."""
+    key = (init, config)
+    if key not in _SPECS:
+        if len(_SPECS) >= 16:
+            _SPECS.clear()
+        params = init(config, backend.default_rng(0))  # a private Generator: nothing drawn
+        spec = map_tree(lambda a: LeafSpec(tuple(a.shape), a.dtype.name), params)
+        flat = [(path, tuple(a.shape), a.dtype.name) for path, a in leaves_with_paths(params)]
+        _SPECS[key] = spec, flat
+    return _SPECS[key]
 
 
 def param_spec(config, init):
@@ -87,13 +101,7 @@ def param_spec(config, init):
     drawn from the caller's), so that the expected structure is by construction what the model's
     init function makes; only the shapes and dtypes are kept.
     """
-    key = (init, repr(config))
-    if key not in _SPECS:
-        if len(_SPECS) >= 16:
-            _SPECS.clear()
-        params = init(config, backend.default_rng(0))
-        _SPECS[key] = map_tree(lambda a: LeafSpec(tuple(a.shape), a.dtype.name), params)
-    return _SPECS[key]
+    return _specs(config, init)[0]
 
 
 def check_params(params, config, init) -> None:
@@ -105,11 +113,18 @@ def check_params(params, config, init) -> None:
     ``forward_logits``, so that NaN in a bias and NaN in an embedding fail alike). Messages name
     the leaf: ``params.head.out.w: expected shape (16, 11), got (16, 20)``.
 
-    The tree holds arrays only (the optimizer and checkpoints walk it), so what shapes cannot
-    tell is not checked here: parameters of another ``n_heads`` with the same H * Dh look alike.
-    Checkpoints store the config beside the parameters and catch that case when they are loaded.
+    A well-formed tree is recognised by one walk comparing its leaves with the expected list; only
+    a tree that differs is walked again to name what is wrong. What shapes cannot tell is not
+    checked: parameters of another ``n_heads`` with the same H * Dh look alike (checkpoints store
+    the config beside the parameters and catch that case when they are loaded).
     """
-    _check_subtree("params", params, param_spec(config, init))
+    spec, flat = _specs(config, init)
+    try:
+        got = [(path, tuple(a.shape), a.dtype.name) for path, a in leaves_with_paths(params)]
+    except AttributeError:  # a leaf that is not an array
+        got = None
+    if got != flat:
+        _check_subtree("params", params, spec)
     _check_finite_leaves("params", params)
 
 

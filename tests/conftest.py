@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from minireformer import backend
+from minireformer.reformer_config import ReformerConfig
 
 CUPY_MESSAGE = (
     "Implicit conversion to a NumPy array is not allowed. "
@@ -74,10 +75,10 @@ def cupy():
 def tiny_models():
     """``make(dtype, max_len) -> (TransformerConfig, ReformerConfig)``: the small models the
     backend tests train; the Reformer has lsh, local and full layers, chunking and dropout."""
-    from minireformer import model, reformer
+    from minireformer import transformer
 
     def make(dtype="float32", max_len=12):
-        transformer = model.TransformerConfig(
+        baseline = transformer.TransformerConfig(
             vocab_size=11,
             d_model=16,
             n_heads=2,
@@ -87,7 +88,7 @@ def tiny_models():
             max_len=max_len,
             dtype=dtype,
         )
-        lsh_reformer = reformer.ReformerConfig(
+        lsh_reformer = ReformerConfig(
             vocab_size=11,
             d_model=16,
             n_heads=2,
@@ -102,7 +103,7 @@ def tiny_models():
             max_len=max_len,
             dtype=dtype,
         )
-        return transformer, lsh_reformer
+        return baseline, lsh_reformer
 
     return make
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minireformer import attention as A
-from minireformer.gradcheck import check_op
+from minireformer.measuring.gradcheck import check_op
 
 B, H, L, DH = 2, 3, 6, 4
 

@@ -3,9 +3,13 @@
 import numpy as np
 import pytest
 
-from minireformer import attention_maps, layers, lm
+from minireformer import layers
 from minireformer.attention import merge_heads, split_heads
-from minireformer.reformer import ReformerConfig, build_blocks, embed
+from minireformer.embedding import embed_forward
+from minireformer.reformer import build_blocks
+from minireformer.reformer_config import ReformerConfig
+from minireformer.teaching import attention_maps
+from minireformer.training import lm
 
 
 def tiny(kind, **kw):
@@ -22,7 +26,7 @@ def test_the_map_times_the_values_is_the_layers_attention_output(kind):
     assert weights.shape == (2, 2, 16, 16)
     assert np.allclose(weights.sum(-1), 1) and np.triu(weights, 1).max() == 0  # causal
     # the block's F output, with the same rotations: y1 - x1 = merge(P v) W_o
-    x, _ = embed(params["embed"], tokens, cfg)
+    x, _ = embed_forward(params["embed"], tokens)
     y1, _, _ = build_blocks(cfg)[0].forward(x, x, params["blocks"][0], np.random.default_rng(5))
     p = params["blocks"][0]["attn"]
     h, _ = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])

@@ -9,13 +9,13 @@ function or a malformed results file is caught by ``make test``.
 import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minireformer import attention, lsh_attention, memory
+from minireformer import attention, lsh_attention
+from minireformer.measuring import flops, memory
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("bench_*.py"))
@@ -26,11 +26,9 @@ SIGNED_KEYS = {"warmup", "intercept", "slope_per_token"}
 
 @pytest.fixture(scope="module")
 def bench_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    """``bench_module(stem)``: the benchmark script ``benchmarks/<stem>.py``, imported as a module
+    of the ``benchmarks`` package (the repository root is on the path under ``python -m pytest``)."""
+    return lambda stem: importlib.import_module(f"benchmarks.{stem}")
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +186,8 @@ def test_baseline_sweep_stops_at_the_budget(bench_module):
 
 
 @pytest.mark.parametrize("length, n_hashes, causal", [(200, 3, True), (64, 1, False), (7, 2, True)])
-def test_lsh_flop_count_matches_the_products_made(bench_module, length, n_hashes, causal):
+def test_lsh_flop_count_matches_the_products_made(length, n_hashes, causal):
     """The window products of the analytic count are exactly those lsh_attention makes."""
-    flops = bench_module("flops")
     rng = np.random.default_rng(0)
     qk, v, dout = rng.standard_normal((3, 2, 2, length, 8))
 
@@ -207,8 +204,7 @@ def test_lsh_flop_count_matches_the_products_made(bench_module, length, n_hashes
     assert counted == count["forward"] + count["backward"]
 
 
-def test_full_flop_count_matches_the_products_made(bench_module):
-    flops = bench_module("flops")
+def test_full_flop_count_matches_the_products_made():
     qk, v, dout = np.random.default_rng(1).standard_normal((3, 2, 3, 50, 8))
 
     def step():

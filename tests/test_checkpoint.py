@@ -6,10 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from minireformer import checkpoint, lm
-from minireformer.model import TransformerConfig
-from minireformer.optim import Adam
-from minireformer.reformer import ReformerConfig
+from minireformer.reformer_config import ReformerConfig
+from minireformer.training import checkpoint, lm
+from minireformer.training.optim import Adam
+from minireformer.transformer import TransformerConfig
 from minireformer.tree import leaves
 
 CFG = ReformerConfig(

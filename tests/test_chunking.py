@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minireformer import layers
+from minireformer import layers, loss, reference
 from minireformer.chunking import (
     chunk_seed,
     chunk_slices,
@@ -13,7 +13,7 @@ from minireformer.chunking import (
     chunked_output_loss_backward,
     chunked_output_loss_forward,
 )
-from minireformer.gradcheck import check_op
+from minireformer.measuring.gradcheck import check_op
 
 B, L, D, F, V = 2, 11, 6, 24, 13
 
@@ -55,6 +55,7 @@ def test_chunked_feedforward_equals_unchunked(rng, chunk_len, activation):
 
     out, ccache = chunked_feedforward_forward(x, p, chunk_len=chunk_len, activation=activation)
     dx, dp = chunked_feedforward_backward(dout, ccache)
+    assert _max_diff(ref, reference.feedforward(x, p, activation)) < 1e-12
     assert _max_diff(out, ref) < 1e-12
     assert _max_diff(dx, ref_dx) < 1e-12
     for k in ref_dp:
@@ -109,12 +110,14 @@ def test_chunked_loss_equals_unchunked(rng, chunk_len, masked, bias):
         mask[:, 4:8] = False  # a whole chunk without targets (chunk_len 4)
         mask[0, 0] = True
     logits, lin = layers.linear_forward(h, w, b)
-    ref, ce = layers.softmax_cross_entropy_forward(logits, targets, mask)
-    ref_grads = layers.linear_backward(layers.softmax_cross_entropy_backward(0.7, ce), lin)
+    ref, ce = loss.softmax_cross_entropy_forward(logits, targets, mask)
+    ref_grads = layers.linear_backward(loss.softmax_cross_entropy_backward(0.7, ce), lin)
 
-    loss, cache = chunked_output_loss_forward(h, w, b, targets, mask, chunk_len=chunk_len)
+    value, cache = chunked_output_loss_forward(h, w, b, targets, mask, chunk_len=chunk_len)
     grads = chunked_output_loss_backward(0.7, cache)
-    assert abs(float(loss) - float(ref)) < 1e-12
+    plain = reference.cross_entropy(h @ w + (0 if b is None else b), targets, mask)
+    assert abs(float(ref) - plain) < 1e-12
+    assert abs(float(value) - float(ref)) < 1e-12
     assert len(grads) == len(ref_grads) == (3 if bias else 2)
     for g, r in zip(grads, ref_grads):
         assert _max_diff(g, r) < 1e-12

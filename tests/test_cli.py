@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minireformer import checkpoint, cli, experiments
+from minireformer.training import checkpoint, cli, experiments
 
 TINY = [
     "--d-model",
@@ -68,7 +68,7 @@ def test_config_file_and_transformer(tmp_path, capsys):
     code, out, _ = run(capsys, "train", "--config", path, "--out", tmp_path / "t.npz", "--quiet")
     assert code == 0
     ck = checkpoint.load(tmp_path / "t.npz")
-    assert ck.config.max_len == 12 and ck.data["word_len"] == 5
+    assert ck.config.max_len == 11 and ck.data["word_len"] == 5  # reads 2 * 5 + 1 tokens
     code, out, _ = run(capsys, "eval", tmp_path / "t.npz", "--batches", "1")
     assert code == 0 and json.loads(out)["targets"] == 100 * 5
 

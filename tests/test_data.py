@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from minireformer import data
+from minireformer.training import data
 
 
 def test_duplication_sequences_are_0_w_0_w_with_the_second_copy_masked():
     task = data.DuplicationTask(n_symbols=9, word_len=5)
     tokens, mask = task.batch(np.random.default_rng(0), 64)
     assert tokens.shape == (64, 12) and mask.shape == (64, 11) and task.vocab_size == 10
+    assert task.length == 11  # a model reads 11 tokens and predicts the next of each
     w = tokens[:, 1:6]
     assert (tokens[:, 0] == 0).all() and (tokens[:, 6] == 0).all()
     assert np.array_equal(tokens[:, 7:], w)
@@ -36,7 +37,7 @@ def test_char_text_split_vocabulary_and_round_trip(tmp_path):
     assert len(src.train_ids) == 180 and len(src.valid_ids) == 20
     assert src.decode(src.encode("dab")) == "dab"
     tokens, mask = src.batch(np.random.default_rng(0), 3, 7)
-    assert tokens.shape == (3, 7) and mask is None
+    assert tokens.shape == (3, 8) and mask is None  # the model reads 7 and predicts 7
     with pytest.raises(ValueError, match="not in the vocabulary"):
         src.encode("xyz")
 
@@ -45,7 +46,7 @@ def test_char_text_eval_windows_predict_each_validation_character_once(tmp_path)
     path = tmp_path / "t.txt"
     path.write_text("".join(chr(97 + i % 26) for i in range(1000)), encoding="utf-8")
     src = data.CharText(path, valid_fraction=0.1)  # 100 validation characters
-    batches = src.eval_batches(2, 12)  # windows overlap by one: 11 new targets each
+    batches = src.eval_batches(2, 11)  # windows of 12 overlap by one: 11 new targets each
     windows = np.concatenate([b[0] for b in batches])
     assert windows.shape == (9, 12)  # (100 - 1) // 11 = 9 windows, 99 targets
     assert np.array_equal(windows[1:, 0], windows[:-1, -1])

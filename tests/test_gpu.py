@@ -10,21 +10,10 @@ it returns: integers (bucket ids) exactly, floats to a relative error max|gpu - 
 import numpy as np
 import pytest
 
-from minireformer import (
-    attention,
-    backend,
-    checkpoint,
-    chunked_attention,
-    data,
-    layers,
-    lm,
-    lsh_attention,
-    memory,
-    reformer,
-    sampling,
-    train,
-    tree,
-)
+from minireformer import attention, backend, layers, local_attention, lsh_attention, tree
+from minireformer.measuring import memory
+from minireformer.reformer_config import ReformerConfig
+from minireformer.training import checkpoint, data, lm, sampling, train
 
 pytestmark = pytest.mark.gpu
 DTYPES = ("float64", "float32")
@@ -89,14 +78,14 @@ def test_full_and_local_attention_agree(cupy, dtype):
         dout = host_normal(3, (2, 2, 24, 8), dtype)
         mask = backend.asarray(np.arange(24) < np.array([[24], [17]]))  # (B, L) padding
         full, full_cache = attention.attention_forward(q, k, v, causal=True, mask=mask)
-        local, local_cache = chunked_attention.local_attention_forward(
+        local, local_cache = local_attention.local_attention_forward(
             q, v, chunk_len=8, causal=True, mask=mask
         )
         return (
             full,
             attention.attention_backward(dout, full_cache),
             local,
-            chunked_attention.local_attention_backward(dout, local_cache),
+            local_attention.local_attention_backward(dout, local_cache),
         )
 
     assert_agree(*on_both(run), dtype)
@@ -117,8 +106,7 @@ def test_lsh_attention_agrees_for_the_same_rotations(cupy, dtype, released):
             n_hashes=3,
             rotations=rotations,
             causal=True,
-            attend_across_buckets=released,
-            allow_duplicate_attention=released,
+            semantics="released" if released else "paper",
         )
         dout = host_normal(3, out.shape, dtype)
         return cache.buckets, out, cache.lse, lsh_attention.lsh_attention_backward(dout, cache)
@@ -142,7 +130,7 @@ def test_whole_model_losses_and_gradients_agree(cupy, tiny_models, dtype, which)
 
 
 TASK = data.DuplicationTask(n_symbols=7, word_len=7, eval_seed=99)  # L = 16, V = 8
-TINY = reformer.ReformerConfig(
+TINY = ReformerConfig(
     vocab_size=8, d_model=16, n_heads=2, d_ff=32, n_layers=2, chunk_len=4, max_len=16
 )
 SETTINGS = train.TrainConfig(

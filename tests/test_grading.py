@@ -1,10 +1,10 @@
-"""minireformer.grading: each check passes on a right answer and explains a wrong one."""
+"""minireformer.teaching.grading: each check passes on a right answer and explains a wrong one."""
 
 import numpy as np
 import pytest
 
-from minireformer import grading
-from minireformer.grading import ExerciseFailed
+from minireformer.teaching import grading
+from minireformer.teaching.grading import ExerciseFailed
 
 
 def _fails(check, *args, **kwargs) -> str:

@@ -9,8 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from minireformer import embedding as Em
 from minireformer import layers as Lr
-from minireformer.gradcheck import check_op
+from minireformer import loss as Ls
+from minireformer.measuring.gradcheck import check_op
 
 TOL = 1e-7
 
@@ -55,9 +57,9 @@ def test_embedding_gradcheck_with_repeated_ids():
     rng = _rng(4)
     ids = np.array([[0, 3, 3, 1], [3, 0, 4, 4]])  # ids 3 and 4 repeat, id 2 is unused
     table = rng.standard_normal((5, 3))
-    _assert_grads(check_op(Lr.embedding_forward, Lr.embedding_backward, (ids, table), rng=rng), 1)
+    _assert_grads(check_op(Em.embedding_forward, Em.embedding_backward, (ids, table), rng=rng), 1)
     dout = rng.standard_normal((2, 4, 3))
-    dtable = Lr.embedding_backward(dout, Lr.embedding_forward(ids, table)[1])
+    dtable = Em.embedding_backward(dout, Em.embedding_forward(ids, table)[1])
     np.testing.assert_allclose(dtable[3], dout[0, 1] + dout[0, 2] + dout[1, 0], rtol=1e-15)
     np.testing.assert_array_equal(dtable[2], 0.0)
 
@@ -85,7 +87,7 @@ def test_dropout_gradcheck_with_fixed_seed():
 def test_softmax_gradcheck():
     rng = _rng(8)
     x = rng.standard_normal((3, 4, 5)) * 3
-    _assert_grads(check_op(Lr.softmax_forward, Lr.softmax_backward, (x,), rng=rng), 1)
+    _assert_grads(check_op(Ls.softmax_forward, Ls.softmax_backward, (x,), rng=rng), 1)
 
 
 def test_cross_entropy_gradcheck_with_mask():
@@ -94,7 +96,7 @@ def test_cross_entropy_gradcheck_with_mask():
     targets = rng.integers(0, 7, size=(2, 5))
     mask = rng.random((2, 5)) < 0.6
     mask[0, 0] = True
-    fwd, bwd = Lr.softmax_cross_entropy_forward, Lr.softmax_cross_entropy_backward
+    fwd, bwd = Ls.softmax_cross_entropy_forward, Ls.softmax_cross_entropy_backward
     _assert_grads(check_op(fwd, bwd, (logits, targets, mask), rng=rng), 1)
     dlogits = bwd(1.0, fwd(logits, targets, mask)[1])
     np.testing.assert_array_equal(dlogits[~mask], 0.0)  # ignored targets give no gradient
@@ -163,17 +165,17 @@ def test_relu_forward_values():
 
 def test_softmax_rows_and_logsumexp_are_stable():
     x = np.array([[1000.0, 1001.0, 999.0], [-1e4, 0.0, 1.0]])
-    p, _ = Lr.softmax_forward(x)
+    p, _ = Ls.softmax_forward(x)
     assert np.all(np.isfinite(p))
     np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-15)
     e = np.exp([0.0, 1.0, -1.0])
     np.testing.assert_allclose(p[0], e / e.sum(), rtol=1e-14)
-    lse = Lr.logsumexp(x)
+    lse = Ls.logsumexp(x)
     np.testing.assert_allclose(lse[0], 1000.0 + math.log(e.sum()), rtol=1e-15)
     np.testing.assert_allclose(lse[1], math.log(math.exp(-1e4) + 1 + math.e), rtol=1e-15)
-    np.testing.assert_allclose(Lr.logsumexp(x, axis=0, keepdims=True).shape, (1, 3))
+    np.testing.assert_allclose(Ls.logsumexp(x, axis=0, keepdims=True).shape, (1, 3))
     with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer here
-        assert Lr.logsumexp(np.full(3, -np.inf)) == -np.inf
+        assert Ls.logsumexp(np.full(3, -np.inf)) == -np.inf
 
 
 def test_cross_entropy_equals_direct_computation():
@@ -189,20 +191,20 @@ def test_cross_entropy_equals_direct_computation():
                 probs = [math.exp(v) for v in logits[i, j]]
                 total -= math.log(probs[targets[i, j]] / sum(probs))
                 count += 1
-    loss, _ = Lr.softmax_cross_entropy_forward(logits, targets, mask)
+    loss, _ = Ls.softmax_cross_entropy_forward(logits, targets, mask)
     assert loss.shape == () and float(loss) == pytest.approx(total / count, rel=1e-13)
-    full, _ = Lr.softmax_cross_entropy_forward(logits, targets)
+    full, _ = Ls.softmax_cross_entropy_forward(logits, targets)
     everything = np.ones_like(mask)
     assert float(full) == pytest.approx(
-        float(Lr.softmax_cross_entropy_forward(logits, targets, everything)[0]), rel=1e-15
+        float(Ls.softmax_cross_entropy_forward(logits, targets, everything)[0]), rel=1e-15
     )
-    summed, _ = Lr.softmax_cross_entropy_forward(logits, targets, mask, normalizer=1)
+    summed, _ = Ls.softmax_cross_entropy_forward(logits, targets, mask, normalizer=1)
     assert float(summed) == pytest.approx(total, rel=1e-13)
 
 
 def test_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1e4, 0.0, -1e4]])
-    loss, _ = Lr.softmax_cross_entropy_forward(logits, np.array([1]))
+    loss, _ = Ls.softmax_cross_entropy_forward(logits, np.array([1]))
     assert float(loss) == pytest.approx(1e4, rel=1e-12)
 
 
@@ -293,14 +295,14 @@ X = np.ones((2, 3))
             "x",
         ),
         (lambda: Lr.layernorm_forward(X, np.ones(3), np.zeros(3), eps=0.0), ValueError, "eps"),
-        (lambda: Lr.embedding_forward(np.array([0, 5]), np.ones((5, 2))), ValueError, "ids"),
-        (lambda: Lr.embedding_forward(np.array([-1, 0]), np.ones((5, 2))), ValueError, "ids"),
-        (lambda: Lr.embedding_forward(np.array([0.0, 1.0]), np.ones((5, 2))), TypeError, "ids"),
-        (lambda: Lr.embedding_forward(np.array([0, 1]), np.ones((5, 2), int)), TypeError, "table"),
-        (lambda: Lr.embedding_forward(np.array([0, 1]), np.ones(5)), ValueError, "table"),
+        (lambda: Em.embedding_forward(np.array([0, 5]), np.ones((5, 2))), ValueError, "ids"),
+        (lambda: Em.embedding_forward(np.array([-1, 0]), np.ones((5, 2))), ValueError, "ids"),
+        (lambda: Em.embedding_forward(np.array([0.0, 1.0]), np.ones((5, 2))), TypeError, "ids"),
+        (lambda: Em.embedding_forward(np.array([0, 1]), np.ones((5, 2), int)), TypeError, "table"),
+        (lambda: Em.embedding_forward(np.array([0, 1]), np.ones(5)), ValueError, "table"),
         (lambda: Lr.gelu_forward(np.ones(3, int)), TypeError, "x"),
         (lambda: Lr.relu_forward(np.ones(3, int)), TypeError, "x"),
-        (lambda: Lr.softmax_forward(np.ones(3, int)), TypeError, "x"),
+        (lambda: Ls.softmax_forward(np.ones(3, int)), TypeError, "x"),
         (lambda: Lr.dropout_forward(X, 1.0, 0), ValueError, "rate"),
         (lambda: Lr.dropout_forward(X, -0.1, 0), ValueError, "rate"),
         (lambda: Lr.dropout_forward(X, "0.1", 0), ValueError, "rate"),
@@ -317,7 +319,7 @@ def test_bad_input_names_the_argument(call, error, name):
 
 def test_cross_entropy_bad_input():
     logits, targets = np.zeros((2, 3, 5)), np.zeros((2, 3), dtype=int)
-    fwd = Lr.softmax_cross_entropy_forward
+    fwd = Ls.softmax_cross_entropy_forward
     with pytest.raises(ValueError, match="^targets: expected shape"):
         fwd(logits, np.zeros((2, 4), dtype=int))
     with pytest.raises(ValueError, match=r"^targets: expected token ids in \[0, 5\)"):

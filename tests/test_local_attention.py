@@ -1,4 +1,4 @@
-"""Local (chunked) attention (issue 3, item 3): banded dense reference, gradients, masks, memory."""
+"""Local (chunked) attention: equal to the banded dense reference; gradients, masks, memory."""
 
 import tracemalloc
 
@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minireformer import attention, gradcheck
-from minireformer.chunked_attention import local_attention_backward, local_attention_forward
+from minireformer import attention, reference
+from minireformer.local_attention import local_attention_backward, local_attention_forward
 from minireformer.lsh_attention import lsh_attention_forward
+from minireformer.measuring import gradcheck
 
 
 def make_inputs(rng, b, h, length, d, *, pad=False):
@@ -22,46 +23,21 @@ def make_inputs(rng, b, h, length, d, *, pad=False):
     return qk, v, mask
 
 
-def banded_reference(qk, v, chunk_len, *, causal, mask, nb, na):
-    """Dense shared-QK attention where query i sees key j iff j's chunk is in i's window.
-
-    Chunks are counted on the sequence padded to a multiple of C, and the window wraps around:
-    key chunk cj is visible from query chunk ci iff cj - ci = d (mod n_chunks), -nb <= d <= na.
-    """
-    length = qk.shape[2]
-    n_chunks = -(-length // chunk_len)
-    offsets = {d % n_chunks for d in range(-nb, na + 1)}
-    band = np.zeros((length, length), bool)
-    for i in range(length):
-        for j in range(length):
-            band[i, j] = (j // chunk_len - i // chunk_len) % n_chunks in offsets
-    unit = qk / np.sqrt(np.sum(qk * qk, axis=-1, keepdims=True) + 1e-12)
-    logits = qk @ unit.swapaxes(-1, -2)  # (B, H, L, L)
-    pos = np.arange(length)
-    keep = np.broadcast_to(band, logits.shape).copy()
-    if causal:
-        keep &= pos[None, :] <= pos[:, None]
-    if mask is not None:
-        keep &= mask[:, None, None, :]
-    logits = np.where(keep, logits, attention.NEG_MASK)
-    logits[..., pos, pos] = attention.NEG_SELF
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    return (p / p.sum(-1, keepdims=True)) @ v
-
-
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize(
     "length, chunk_len, nb, na",
     [(16, 4, 1, 0), (19, 4, 1, 1), (23, 5, 2, 0), (7, 4, 1, 1), (9, 2, 3, 2), (1, 3, 1, 0)],
 )
-def test_equals_banded_dense_reference(causal, length, chunk_len, nb, na):
+def test_equals_the_banded_dense_reference(causal, length, chunk_len, nb, na):
     rng = np.random.default_rng(20)
     qk, v, mask = make_inputs(rng, 2, 3, length, 4, pad=length > 1)
     out, _ = local_attention_forward(
         qk, v, chunk_len=chunk_len, causal=causal, mask=mask, n_chunks_before=nb,
         n_chunks_after=na,
     )  # fmt: skip
-    ref = banded_reference(qk, v, chunk_len, causal=causal, mask=mask, nb=nb, na=na)
+    ref = reference.local_attention(
+        qk, v, chunk_len=chunk_len, causal=causal, mask=mask, n_chunks_before=nb, n_chunks_after=na
+    )
     assert out.shape == v.shape
     assert np.max(np.abs(out - ref)) < 1e-10
 
@@ -126,14 +102,16 @@ def test_causality_and_token_zero():
     causal=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_property_matches_banded_reference(b, h, length, d, chunk_len, nb, na, causal, seed):
+def test_property_matches_the_reference(b, h, length, d, chunk_len, nb, na, causal, seed):
     rng = np.random.default_rng(seed)
     qk, v, mask = make_inputs(rng, b, h, length, d, pad=length > 1)
     out, _ = local_attention_forward(
         qk, v, chunk_len=chunk_len, causal=causal, mask=mask, n_chunks_before=nb,
         n_chunks_after=na,
     )  # fmt: skip
-    ref = banded_reference(qk, v, chunk_len, causal=causal, mask=mask, nb=nb, na=na)
+    ref = reference.local_attention(
+        qk, v, chunk_len=chunk_len, causal=causal, mask=mask, n_chunks_before=nb, n_chunks_after=na
+    )
     assert np.max(np.abs(out - ref)) < 1e-10
 
 

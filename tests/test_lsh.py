@@ -5,16 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minireformer import lsh, memory
-
-
-def reference_hash(x, rotations):
-    """Straightforward: project, concatenate with the negation, argmax. (B, H, R, L)."""
-    if rotations.ndim == 3:
-        rotated = np.einsum("bhld,drk->bhrlk", x, rotations)
-    else:
-        rotated = np.einsum("bhld,hdrk->bhrlk", x, rotations)
-    return np.argmax(np.concatenate([rotated, -rotated], axis=-1), axis=-1)
+from minireformer import lsh, reference
+from minireformer.measuring import memory
 
 
 @settings(max_examples=30, deadline=None)
@@ -34,7 +26,7 @@ def test_hash_equals_reference(b, h, length, dim, rounds, half, per_head, seed):
     rot = lsh.random_rotations(rng, dim, rounds, 2 * half, n_heads=h if per_head else None)
     buckets = lsh.hash_vectors(x, rot)
     assert buckets.shape == (b, h, rounds, length)
-    np.testing.assert_array_equal(buckets, reference_hash(x, rot))
+    np.testing.assert_array_equal(buckets, reference.angular_hash(x, rot))
     # the negation identity h(-x) = (h(x) + K/2) mod K
     np.testing.assert_array_equal(lsh.hash_vectors(-x, rot), (buckets + half) % (2 * half))
 

@@ -1,16 +1,12 @@
-"""LSH attention (issue 3): exactness against slow references, gradients, masks, memory, bad input.
+"""LSH attention: exactness against the dense reference, gradients, masks, memory, bad input.
 
-Two references written independently of the library's vectorised code, from the buckets it
-reports (``cache.buckets``) and the documented sort (round, bucket, position; internal padding
-after the real tokens of its round):
-
-- ``loop_reference``: the algorithm as stated, one query copy and one window slot at a time, with
-  the duplicate counts N_ij found by brute-force enumeration;
-- ``union_reference``: dense softmax over the union of the keys each query attends to in any
-  round (the paper's Appendix A identity), built as an L x L masked attention.
+The reference (``reference.lsh_attention``) is written independently of the library's blocked,
+sorted code: from the buckets the fast code reports (``cache.buckets``) it redoes the documented
+sort (round, bucket, position; internal padding after the real tokens of its round), counts how
+often each query meets each key, and computes one dense softmax over the keys met, each key once
+(the paper's semantics: the union identity of Appendix A) or as often as met (the released code's).
 """
 
-import math
 import tracemalloc
 
 import numpy as np
@@ -18,10 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minireformer import attention, gradcheck, lsh
-from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
+from minireformer import attention, lsh, reference
+from minireformer.lsh_attention import Semantics, lsh_attention_backward, lsh_attention_forward
+from minireformer.measuring import gradcheck
 
 NEG_MASK, NEG_SELF = attention.NEG_MASK, attention.NEG_SELF
+MODES = {
+    "paper": Semantics(False, False),
+    "released": Semantics(True, True),
+    "across": Semantics(True, False),
+    "dup": Semantics(False, True),
+}
 
 
 def make_inputs(rng, b, h, length, d, *, pad=False):
@@ -34,125 +37,19 @@ def make_inputs(rng, b, h, length, d, *, pad=False):
     return qk, v, mask
 
 
-def sorted_layout(buckets_bh, n_buckets, length, chunk_len):
-    """For one (batch, head): the sorted list of copies (round, position) and each copy's code."""
-    n_rounds = buckets_bh.shape[0]
-    padded = chunk_len * math.ceil(length / chunk_len)
-    copies, codes = [], []
-    for r in range(n_rounds):
-        real = sorted(range(length), key=lambda i: (buckets_bh[r, i], i))
-        for i in real + list(range(length, padded)):
-            copies.append((r, i))
-            bucket = buckets_bh[r, i] if i < length else n_buckets
-            codes.append(r * (n_buckets + 1) + bucket)
-    return copies, codes, padded
-
-
-def window_slots(slot, n_slots, chunk_len, nb, na):
-    n_chunks = n_slots // chunk_len
-    c = slot // chunk_len
-    out = []
-    for d in range(-nb, na + 1):
-        start = ((c + d) % n_chunks) * chunk_len
-        out.extend(range(start, start + chunk_len))
-    return out
-
-
-def attended_counts(copies, codes, chunk_len, nb, na, across):
-    """N[(i, j)]: occurrences of key j among the keys query i attends to, all rounds."""
-    counts = {}
-    for s, (_, i) in enumerate(copies):
-        for t in window_slots(s, len(copies), chunk_len, nb, na):
-            if across or codes[t] == codes[s]:
-                key = (i, copies[t][1])
-                counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def masked_logit(qk, unit, i, j, length, causal, mask_b):
-    """Dense-attention masking of one logit: causal / padding NEG_MASK, then self NEG_SELF."""
-    value = float(qk[i] @ unit[j])
-    if j >= length or (mask_b is not None and not mask_b[j]) or (causal and j > i):
-        value = NEG_MASK
-    if i == j:
-        value = NEG_SELF
-    return value
-
-
-def loop_reference(qk, v, buckets, n_buckets, chunk_len, *, causal, mask, nb, na, across, dup):
-    b_, h_, length, _ = qk.shape
-    unit = qk / np.sqrt(np.sum(qk * qk, axis=-1, keepdims=True) + 1e-12)
-    out = np.zeros_like(v)
-    for b in range(b_):
-        mask_b = None if mask is None else mask[b]
-        for h in range(h_):
-            copies, codes, _ = sorted_layout(buckets[b, h], n_buckets, length, chunk_len)
-            counts = attended_counts(copies, codes, chunk_len, nb, na, across)
-            per_copy = {}  # position -> list of (lse, output)
-            for s, (_, i) in enumerate(copies):
-                if i >= length:
-                    continue
-                logits, values = [], []
-                for t in window_slots(s, len(copies), chunk_len, nb, na):
-                    j = copies[t][1]
-                    jj = min(j, length - 1)
-                    value = masked_logit(qk[b, h], unit[b, h], i, jj, length, causal, mask_b)
-                    if j >= length:
-                        value = NEG_MASK
-                    if not across and codes[t] != codes[s]:
-                        value = NEG_MASK
-                    if not dup:
-                        value -= math.log(max(counts.get((i, j), 0), 1))
-                    logits.append(value)
-                    values.append(v[b, h, jj] if j < length else np.zeros(v.shape[-1]))
-                logits = np.array(logits)
-                top = logits.max()
-                p = np.exp(logits - top)
-                lse = top + math.log(p.sum())
-                per_copy.setdefault(i, []).append((lse, (p / p.sum()) @ np.array(values)))
-            for i, items in per_copy.items():
-                lses = np.array([item[0] for item in items])
-                w = np.exp(lses - lses.max())
-                w /= w.sum()
-                out[b, h, i] = sum(wk * item[1] for wk, item in zip(w, items))
-    return out
-
-
-def union_reference(qk, v, buckets, n_buckets, chunk_len, *, causal, mask, nb, na, across):
-    """Dense softmax attention restricted to the union of attended keys (paper Appendix A)."""
-    b_, h_, length, _ = qk.shape
-    unit = qk / np.sqrt(np.sum(qk * qk, axis=-1, keepdims=True) + 1e-12)
-    logits = qk @ unit.swapaxes(-1, -2)  # (B, H, L, L), fine in a test
-    pos = np.arange(length)
-    keep = np.ones((b_, h_, length, length), bool)
-    if causal:
-        keep &= pos[None, :] <= pos[:, None]
-    if mask is not None:
-        keep &= mask[:, None, None, :]
-    union = np.zeros_like(keep)
-    for b in range(b_):
-        for h in range(h_):
-            copies, codes, _ = sorted_layout(buckets[b, h], n_buckets, length, chunk_len)
-            for (i, j), n in attended_counts(copies, codes, chunk_len, nb, na, across).items():
-                if i < length and j < length and n > 0:
-                    union[b, h, i, j] = True
-    logits = np.where(keep, logits, NEG_MASK)
-    logits[..., pos, pos] = NEG_SELF
-    logits = np.where(union, logits, NEG_MASK)
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    return (p / p.sum(-1, keepdims=True)) @ v
+def dense(qk, v, buckets, n_buckets, chunk_len, *, causal, mask, nb, na, across, dup):
+    """reference.lsh_attention with the window and the two switches spelled as the tests do."""
+    return reference.lsh_attention(
+        qk, v, buckets, chunk_len=chunk_len, n_buckets=n_buckets, causal=causal, mask=mask,
+        n_chunks_before=nb, n_chunks_after=na, semantics=(across, dup),
+    )  # fmt: skip
 
 
 def run(qk, v, mask, *, chunk_len, n_hashes, n_buckets, rng, causal, nb=1, na=0, mode="paper"):
-    across = dup = mode == "released"
-    if mode == "across":
-        across, dup = True, False
-    if mode == "dup":
-        across, dup = False, True
+    across, dup = MODES[mode]
     out, cache = lsh_attention_forward(
         qk, v, chunk_len=chunk_len, n_hashes=n_hashes, n_buckets=n_buckets, rng=rng,
-        causal=causal, mask=mask, n_chunks_before=nb, n_chunks_after=na,
-        attend_across_buckets=across, allow_duplicate_attention=dup,
+        causal=causal, mask=mask, n_chunks_before=nb, n_chunks_after=na, semantics=MODES[mode],
     )  # fmt: skip
     return out, cache, across, dup
 
@@ -203,14 +100,14 @@ def test_no_duplicates_equals_dense_softmax_over_union(causal, mode):
         out, cache, across, _ = run(qk, v, mask, chunk_len=chunk_len, n_hashes=n_hashes,
                                     n_buckets=n_buckets, rng=rng, causal=causal, nb=nb, na=na,
                                     mode=mode)  # fmt: skip
-        ref = union_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
-                              mask=mask, nb=nb, na=na, across=across)  # fmt: skip
+        ref = dense(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal, mask=mask,
+                              nb=nb, na=na, across=across, dup=False)  # fmt: skip
         assert np.max(np.abs(out - ref)) < 1e-10, (length, chunk_len, n_hashes)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("mode", ["released", "paper", "dup", "across"])
-def test_equals_loop_reference(causal, mode):
+def test_equals_dense(causal, mode):
     rng = np.random.default_rng(4)
     for length, chunk_len, n_hashes, n_buckets, nb, na in [
         (16, 4, 2, 4, 1, 0),
@@ -221,7 +118,7 @@ def test_equals_loop_reference(causal, mode):
         out, cache, across, dup = run(qk, v, mask, chunk_len=chunk_len, n_hashes=n_hashes,
                                       n_buckets=n_buckets, rng=rng, causal=causal, nb=nb,
                                       na=na, mode=mode)  # fmt: skip
-        ref = loop_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
+        ref = dense(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
                              mask=mask, nb=nb, na=na, across=across, dup=dup)  # fmt: skip
         assert np.max(np.abs(out - ref)) < 1e-10, (length, chunk_len, n_hashes)
 
@@ -250,7 +147,7 @@ def test_replay_with_given_buckets():
         nudged, v, chunk_len=4, n_hashes=2, mask=mask, rotations=cache.rotations,
         buckets=cache.buckets,
     )  # fmt: skip
-    assert cache2.buckets is cache.buckets and np.array_equal(cache2.order, cache.order)
+    assert cache2.buckets is cache.buckets and np.array_equal(cache2.inverse, cache.inverse)
     assert np.max(np.abs(out - again)) < 1e-2
     zero = np.zeros((2, 2, 2, 18), dtype=np.int64)  # all in bucket 0: as zero rotations
     by_buckets, _ = lsh_attention_forward(qk, v, chunk_len=4, n_hashes=2, rotations=cache.rotations,
@@ -290,10 +187,8 @@ def test_gradient_check(causal, mode):
     length, d, n_hashes, n_buckets = 11, 4, 3, 4  # 11 is not a multiple of the chunk: padding
     qk, v, mask = make_inputs(rng, 1, 2, length, d, pad=True)
     rotations = lsh.random_rotations(rng, d, n_hashes, n_buckets, n_heads=2)
-    across, dup = {"paper": (0, 0), "released": (1, 1), "across": (1, 0), "dup": (0, 1)}[mode]
     kwargs = dict(chunk_len=3, n_hashes=n_hashes, rotations=rotations, causal=causal,
-                  mask=mask, attend_across_buckets=bool(across),
-                  allow_duplicate_attention=bool(dup))  # fmt: skip
+                  mask=mask, semantics=MODES[mode])  # fmt: skip
     errors = gradcheck.check_op(lsh_attention_forward, lsh_attention_backward, (qk, v), kwargs,
                                 rng=rng)  # fmt: skip
     assert max(errors.values()) < 1e-7, errors
@@ -319,8 +214,7 @@ def test_causality(mode):
     v2 = v.copy()
     v2[:, :, t + 1 :] = rng.standard_normal(v2[:, :, t + 1 :].shape)
     out2, _ = lsh_attention_forward(qk, v2, chunk_len=4, n_hashes=3, rotations=cache.rotations,
-                                    causal=True, attend_across_buckets=mode == "released",
-                                    allow_duplicate_attention=mode == "released")  # fmt: skip
+                                    causal=True, semantics=mode)  # fmt: skip
     assert np.array_equal(out[:, :, : t + 1], out2[:, :, : t + 1])
     dout = rng.standard_normal(out.shape)
     dout[:, :, t + 1 :] = 0
@@ -339,8 +233,7 @@ def test_causal_pattern_still_depends_on_later_hashes(mode):
     rng = np.random.default_rng(11)
     qk, v, _ = make_inputs(rng, 2, 2, 32, 4)
     t = 15
-    kwargs = dict(chunk_len=4, n_hashes=2, causal=True, attend_across_buckets=mode == "released",
-                  allow_duplicate_attention=mode == "released")  # fmt: skip
+    kwargs = dict(chunk_len=4, n_hashes=2, causal=True, semantics=mode)
     rotations = lsh.random_rotations(rng, 4, 2, 2)  # 2 buckets of ~16 tokens: wider than a window
     out, _ = lsh_attention_forward(qk, v, rotations=rotations, **kwargs)
     qk2 = qk.copy()
@@ -407,11 +300,11 @@ def test_property_matches_references(
     assert out.shape == v.shape and cache.buckets.shape == (b, h, n_hashes, length)
     assert cache.buckets.min() >= 0 and cache.buckets.max() < n_buckets
     if released:
-        ref = loop_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
+        ref = dense(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
                              mask=mask, nb=nb, na=na, across=True, dup=True)  # fmt: skip
     else:
-        ref = union_reference(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal,
-                              mask=mask, nb=nb, na=na, across=False)  # fmt: skip
+        ref = dense(qk, v, cache.buckets, n_buckets, chunk_len, causal=causal, mask=mask,
+                              nb=nb, na=na, across=False, dup=False)  # fmt: skip
     assert np.max(np.abs(out - ref)) < 1e-10
 
 
@@ -503,10 +396,10 @@ def test_bad_arrays():
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("mode", ["released", "paper", "dup", "across"])
 def test_blocks_of_chunks_change_nothing(monkeypatch, chunks_per_block, causal, mode):
-    """The window attention runs a few chunks at a time (chunked_attention.BLOCK_ELEMENTS);
+    """The window attention runs a few chunks at a time (windows.BLOCK_ELEMENTS);
     with blocks of 1 or 3 chunks, windows that straddle blocks and wrap around, the output still
-    equals the loop reference and the gradients equal those of a single block."""
-    from minireformer import chunked_attention
+    equals the reference and the gradients equal those of a single block."""
+    from minireformer import windows
 
     rng = np.random.default_rng(21)
     b, h, length, chunk_len, nb, na = 2, 2, 23, 4, 1, 1
@@ -518,10 +411,10 @@ def test_blocks_of_chunks_change_nothing(monkeypatch, chunks_per_block, causal, 
     grads1 = lsh_attention_backward(dout, cache1)
     width = (nb + 1 + na) * chunk_len
     monkeypatch.setattr(
-        chunked_attention, "BLOCK_ELEMENTS", chunks_per_block * b * h * chunk_len * width
+        windows, "BLOCK_ELEMENTS", chunks_per_block * b * h * chunk_len * width
     )
     out, cache, _, _ = run(qk, v, mask, rng=np.random.default_rng(0), **settings)
-    ref = loop_reference(qk, v, cache.buckets, 4, chunk_len, causal=causal, mask=mask, nb=nb,
+    ref = dense(qk, v, cache.buckets, 4, chunk_len, causal=causal, mask=mask, nb=nb,
                          na=na, across=across, dup=dup)  # fmt: skip
     assert np.max(np.abs(out - ref)) < 1e-10
     assert np.max(np.abs(out - out1)) < 1e-12
@@ -530,17 +423,16 @@ def test_blocks_of_chunks_change_nothing(monkeypatch, chunks_per_block, causal, 
 
 
 @pytest.mark.parametrize("mode", ["released", "paper"])
-def test_factorised_buckets_equal_the_loop_reference_and_replay(mode):
+def test_factorised_buckets_equal_the_reference_and_replay(mode):
     rng = np.random.default_rng(22)
     qk, v, mask = make_inputs(rng, 1, 2, 19, 4, pad=True)
     settings = dict(chunk_len=3, n_hashes=2, causal=True, mode=mode)
     out, cache, across, dup = run(qk, v, mask, n_buckets=(2, 4), rng=rng, **settings)
     assert cache.buckets.max() < 8 and cache.rotations.shape[-1] == 1 + 2
-    ref = loop_reference(qk, v, cache.buckets, 8, 3, causal=True, mask=mask, nb=1, na=0,
+    ref = dense(qk, v, cache.buckets, 8, 3, causal=True, mask=mask, nb=1, na=0,
                          across=across, dup=dup)  # fmt: skip
     assert np.max(np.abs(out - ref)) < 1e-10
     again, cache2 = lsh_attention_forward(qk, v, chunk_len=3, n_hashes=2, n_buckets=(2, 4),
                                           rotations=cache.rotations, causal=True, mask=mask,
-                                          attend_across_buckets=across,
-                                          allow_duplicate_attention=dup)  # fmt: skip
+                                          semantics=MODES[mode])  # fmt: skip
     assert np.array_equal(cache2.buckets, cache.buckets) and np.array_equal(again, out)

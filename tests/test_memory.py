@@ -6,7 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from minireformer import memory, model
+from minireformer import transformer
+from minireformer.measuring import memory
 
 MB = 10**6
 
@@ -163,10 +164,10 @@ def test_stored_activation_memory_grows_linearly_with_depth():
     tokens = np.random.default_rng(0).integers(0, 32, size=(1, 128))
     peaks = {}
     for n_layers in (2, 4, 8):
-        config = model.TransformerConfig(**base, n_layers=n_layers)
-        params = model.init_transformer(config, np.random.default_rng(1))
+        config = transformer.TransformerConfig(**base, n_layers=n_layers)
+        params = transformer.init_transformer(config, np.random.default_rng(1))
         peaks[n_layers] = memory.measure_training_step(
-            model.loss_and_grads, params, tokens, config
+            transformer.loss_and_grads, params, tokens, config
         )[1]
     per_layer = memory.transformer_activation_bytes(1, 128, 32, 128, 2, 1, d_head=16)
     # equal steps in depth give equal steps in memory ...

@@ -11,10 +11,12 @@ import itertools
 import numpy as np
 import pytest
 
-from minireformer import memory, reformer
+from minireformer import reformer
 from minireformer.attention import shared_qk_attention_backward, shared_qk_attention_forward
-from minireformer.chunked_attention import local_attention_backward, local_attention_forward
+from minireformer.local_attention import local_attention_backward, local_attention_forward
 from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
+from minireformer.measuring import memory
+from minireformer.reformer_config import ReformerConfig
 
 TOLERANCE = 0.15
 
@@ -32,8 +34,7 @@ def measured_attention(kind, batch, heads, length, chunk_len, n_hashes, released
         if kind == "lsh":
             _, cache = lsh_attention_forward(
                 qk, v, chunk_len=chunk_len, n_hashes=n_hashes, rng=np.random.default_rng(1),
-                causal=True, mask=pad, attend_across_buckets=released,
-                allow_duplicate_attention=released,
+                causal=True, mask=pad, semantics="released" if released else "paper",
             )  # fmt: skip
             return lsh_attention_backward(dout, cache)
         if kind == "local":
@@ -64,8 +65,7 @@ def test_attention_model_predicts_the_measured_peak(
                                   mask=length == 1000)  # fmt: skip
     model = memory.attention_peak_model(
         kind, batch=batch, n_heads=heads, length=length, d_head=16, chunk_len=chunk_len,
-        n_hashes=n_hashes, mask=length == 1000, attend_across_buckets=released,
-        allow_duplicate_attention=released,
+        n_hashes=n_hashes, mask=length == 1000, semantics="released" if released else "paper",
     )  # fmt: skip
     assert model.total == sum(model.terms.values()) and model.phase
     assert abs(model.total / measured - 1) < TOLERANCE, (model.phase, model.total, measured)
@@ -73,7 +73,7 @@ def test_attention_model_predicts_the_measured_peak(
 
 def step_config(length, n_layers, n_heads, chunk_len, n_hashes, kind, chunked, group,
                 reversible=True):  # fmt: skip
-    return reformer.ReformerConfig(
+    return ReformerConfig(
         vocab_size=64, d_model=64, n_heads=n_heads, d_ff=128, n_layers=n_layers,
         attention_types=(kind,), n_hashes=n_hashes, chunk_len=chunk_len,
         ff_chunk=128 if chunked else None, loss_chunk=128 if chunked else None,

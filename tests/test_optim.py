@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from minireformer.optim import Adam, clip_by_global_norm, global_norm
+from minireformer.training.optim import Adam, clip_by_global_norm, global_norm
 
 
 def test_adam_matches_a_hand_computed_two_step_example():

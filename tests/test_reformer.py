@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from minireformer import gradcheck, layers, memory, positional
-from minireformer.reformer import ReformerConfig, forward_logits, init_reformer, loss_and_grads
+from minireformer import loss, positional
+from minireformer.measuring import gradcheck, memory
+from minireformer.reformer import forward_logits, init_reformer, loss_and_grads
+from minireformer.reformer_config import ReformerConfig
 from minireformer.tree import check_same_structure, leaves_with_paths, path_str
 
 
@@ -103,10 +105,10 @@ def test_chunked_equals_unchunked():
 def test_forward_logits_give_the_training_loss():
     config = tiny_config(dropout=0.0)
     params, tokens, _ = setup(config)
-    logits = forward_logits(params, tokens, config, np.random.default_rng(5))
-    assert logits.shape == (2, 13, 11)
-    loss, _ = layers.softmax_cross_entropy_forward(logits[:, :-1], tokens[:, 1:])
-    assert abs(float(loss) - step(config, params, tokens)[0]) < 1e-12
+    logits = forward_logits(params, tokens[:, :-1], config, np.random.default_rng(5))
+    assert logits.shape == (2, 12, 11)  # the model reads tokens 0..11 and predicts 1..12
+    value, _ = loss.softmax_cross_entropy_forward(logits, tokens[:, 1:])
+    assert abs(float(value) - step(config, params, tokens)[0]) < 1e-12
 
 
 def test_local_and_full_layers_are_causal():
@@ -246,7 +248,7 @@ def test_bad_call_inputs():
     with pytest.raises(ValueError, match="tokens"):
         step(config, params, tokens + config.vocab_size)
     with pytest.raises(ValueError, match="tokens"):
-        step(config, params, np.zeros((2, 17), dtype=int))  # longer than 4 * 4
+        step(config, params, np.zeros((2, 18), dtype=int))  # reads 17 > 4 * 4 positions
     with pytest.raises(ValueError, match="tokens"):
         step(config, params, tokens[:, :1])
     with pytest.raises(ValueError, match="loss_mask"):
@@ -260,7 +262,7 @@ def test_bad_call_inputs():
 
 
 def test_semantics_switches_reach_the_lsh_layers():
-    """ReformerConfig's two trax switches change the LSH layers' output; parameters are shared."""
+    """ReformerConfig's semantics reaches the LSH layers' output; parameters are shared."""
     import dataclasses
 
     cfg = ReformerConfig(
@@ -277,15 +279,13 @@ def test_semantics_switches_reach_the_lsh_layers():
     params = init_reformer(cfg, np.random.default_rng(0))
     tokens = np.random.default_rng(1).integers(0, 11, (2, 32))
     paper = forward_logits(params, tokens, cfg, np.random.default_rng(2))
-    released_cfg = dataclasses.replace(
-        cfg, attend_across_buckets=True, allow_duplicate_attention=True
-    )
+    released_cfg = dataclasses.replace(cfg, semantics="released")
     released = forward_logits(params, tokens, released_cfg, np.random.default_rng(2))
     assert np.abs(paper - released).max() > 1e-6
     again = forward_logits(params, tokens, cfg, np.random.default_rng(2))
     assert np.array_equal(paper, again)
-    with pytest.raises(TypeError, match="attend_across_buckets"):
-        dataclasses.replace(cfg, attend_across_buckets="yes")
+    with pytest.raises(ValueError, match="semantics: expected one of"):
+        dataclasses.replace(cfg, semantics="yes")
     # evaluating with more rounds or full attention needs no new parameters
     for other in (
         dataclasses.replace(cfg, n_hashes=8),
@@ -296,8 +296,8 @@ def test_semantics_switches_reach_the_lsh_layers():
 
 @pytest.mark.parametrize("positional_type", ["axial", "learned"])
 def test_an_offset_window_uses_and_trains_only_its_own_positions(positional_type):
-    """offset=o embeds positions o..o+L-1: gradients check, rows outside the window get zero
-    (and so does the last position's: it predicts nothing and, causal, is read by no one)."""
+    """offset=o embeds the positions o..o+L-2 the model reads: gradients check, and the rows
+    outside the window get zero (every row inside is trained: the last token is only a target)."""
     config = tiny_config(positional=positional_type, max_len=16, n_layers=2)
     params, tokens, rng = setup(config, length=6)
 
@@ -314,7 +314,7 @@ def test_an_offset_window_uses_and_trains_only_its_own_positions(positional_type
         rows = np.abs(grads["embed"]["axial_1"]).sum(axis=1)
         assert rows[0] == 0 and np.all(rows[1:3] > 0) and rows[3] == 0
     with pytest.raises(ValueError, match="offset: expected offset \\+ length <= max_len=16"):
-        loss_and_grads(params, tokens, config, np.random.default_rng(5), offset=11)
+        loss_and_grads(params, tokens, config, np.random.default_rng(5), offset=12)
 
 
 def test_axial_offset_is_a_slice_of_the_whole_table():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from minireformer import layers, tree
-from minireformer.gradcheck import check_tree, rel_error
+from minireformer import layers, reference, tree
+from minireformer.measuring.gradcheck import check_tree, rel_error
 from minireformer.reversible import BlockRecord, ReversibleBlock
 from minireformer.sublayers import AttentionSubLayer, FeedForwardSubLayer, init_block_params
 from minireformer.tree import leaves_with_paths, path_str
@@ -44,6 +44,34 @@ def run_forward(blocks, params, x1, x2, rng, mask=None):
 
 def streams(rng):
     return rng.standard_normal((B, L, D)), rng.standard_normal((B, L, D))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_block_computes_the_papers_equations(kind):
+    """forward and reverse equal reference.reversible_forward / _reverse (eqs. 7-9) with the
+    block's own F and G, and F, G are the sub-layers' reference math: attention and the FF."""
+    rng = np.random.default_rng(30)
+    (block,), (p,) = make_stack(rng, 1, kinds=(kind,))
+    x1, x2 = streams(rng)
+    y1, y2, record = block.forward(x1, x2, p, rng)
+
+    def F(x):  # noqa: N802
+        return block.F(x, p, record)
+
+    def G(x):  # noqa: N802
+        return block.G(x, p, record)
+
+    want = reference.reversible_forward(x1, x2, F, G)
+    np.testing.assert_allclose(y1, want[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(y2, want[1], rtol=0, atol=1e-12)
+    back = reference.reversible_reverse(y1, y2, F, G)
+    for got, expected in zip(block.reverse(y1, y2, p, record), back):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    ff = {k: p["ff"][k] for k in ("w1", "b1", "w2", "b2")}
+    plain_g = reference.feedforward(
+        reference.layer_norm(y1, p["ff"]["ln_gamma"], p["ff"]["ln_beta"]), ff
+    )
+    np.testing.assert_allclose(G(y1), plain_g, rtol=0, atol=1e-12)
 
 
 def test_reverse_reconstructs_the_inputs_of_12_layers():
@@ -159,14 +187,14 @@ def test_record_holds_no_activations():
     x1, x2 = streams(rng)
     _, _, records = run_forward(blocks, params, x1, x2, rng)
     for rec in records:
-        arrays = [a for part in (rec.f, rec.g) for a in part.values() if hasattr(a, "shape")]
+        arrays = [a for part in (rec.f, rec.g) for a in part if hasattr(a, "shape")]
         assert all(a.shape != (B, L, D) for a in arrays)
         assert all(a.dtype.kind != "f" or a.ndim == 4 and a.shape[0] == H for a in arrays)
         assert sum(a.nbytes for a in arrays) <= x1.nbytes
-        assert isinstance(rec.f["seed"], int) and isinstance(rec.g["seed"], int)
+        assert isinstance(rec.f.seed, int) and isinstance(rec.g.seed, int)
     # default K = 2 * ceil(L / C) = 8 buckets: K/2 = 4 rotation columns per round and head
-    assert records[0].f["rotations"].shape == (H, DH, 2, 4)
-    assert records[0].f["buckets"].shape == (B, H, 2, L)
+    assert records[0].f.rotations.shape == (H, DH, 2, 4)
+    assert records[0].f.buckets.shape == (B, H, 2, L)
 
 
 def test_mismatched_records_are_refused():
@@ -185,11 +213,11 @@ def test_mismatched_records_are_refused():
     local_block = ReversibleBlock(blocks[1].f, blocks[1].g, name="layer 0")
     with pytest.raises(ValueError, match="record: expected a record of 'local' attention"):
         local_block.reverse(y1, y2, params[1], lsh_rec)
-    bad_rot = dict(lsh_rec.f, rotations=lsh_rec.f["rotations"][:, :, :1])
+    bad_rot = lsh_rec.f._replace(rotations=lsh_rec.f.rotations[:, :, :1])
     with pytest.raises(ValueError, match="rotations"):
         blocks[0].reverse(y1, y2, params[0], lsh_rec._replace(f=bad_rot))
     with pytest.raises(ValueError, match="dropout seed"):
-        blocks[0].reverse(y1, y2, params[0], lsh_rec._replace(g=dict(lsh_rec.g, seed=None)))
+        blocks[0].reverse(y1, y2, params[0], lsh_rec._replace(g=lsh_rec.g._replace(seed=None)))
 
 
 def test_replay_uses_the_recorded_buckets():
@@ -203,11 +231,11 @@ def test_replay_uses_the_recorded_buckets():
     y1, y2, (rec,) = run_forward(blocks, params, x1, x2, rng)
     dy1, dy2 = streams(rng)
     expected = blocks[0].reverse_and_grad(y1, y2, dy1, dy2, params[0], rec)
-    other = dict(rec.f, rotations=-rec.f["rotations"][:, :, ::-1])  # would hash differently
+    other = rec.f._replace(rotations=-rec.f.rotations[:, :, ::-1])  # would hash differently
     got = blocks[0].reverse_and_grad(y1, y2, dy1, dy2, params[0], rec._replace(f=other))
     for a, b in zip(tree.leaves(expected), tree.leaves(got), strict=True):
         np.testing.assert_array_equal(a, b)
-    short = dict(rec.f, buckets=rec.f["buckets"][..., :-1])
+    short = rec.f._replace(buckets=rec.f.buckets[..., :-1])
     with pytest.raises(ValueError, match="buckets"):
         blocks[0].reverse(y1, y2, params[0], rec._replace(f=short))
 
@@ -228,7 +256,7 @@ def test_heads_one_group_at_a_time_change_nothing(kind):
         stored = _stored_grads(blocks, params, x1, x2, dy1, dy2, seed=12)
         results.append((y1, y2, walked, stored))
         if kind == "lsh":
-            results[-1] += (records[1].f["buckets"],)
+            results[-1] += (records[1].f.buckets,)
     for a, b in zip(tree.leaves(results[0]), tree.leaves(results[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from minireformer import lm, sampling
-from minireformer.model import TransformerConfig
-from minireformer.reformer import ReformerConfig
+from minireformer.reformer_config import ReformerConfig
+from minireformer.training import lm, sampling
+from minireformer.transformer import TransformerConfig
 
 CONFIGS = [
     ReformerConfig(

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from minireformer import plotting, schematics
+from minireformer.teaching import plotting, schematics
 
 
 def _texts(ax) -> list[str]:

@@ -7,9 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from minireformer import checkpoint, data, lm, train
-from minireformer.model import TransformerConfig
-from minireformer.reformer import ReformerConfig
+from minireformer.reformer_config import ReformerConfig
+from minireformer.training import checkpoint, data, lm, train
+from minireformer.transformer import TransformerConfig
 from minireformer.tree import leaves
 
 TASK = data.DuplicationTask(n_symbols=7, word_len=7, eval_seed=99)  # L = 16, V = 8

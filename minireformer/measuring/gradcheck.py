@@ -23,9 +23,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 
-from . import backend
-from .checks import check_float_array, check_positive_number
-from .tree import leaves_with_paths, path_str
+from .. import backend, checks
+from ..checks import check_float_array, check_positive_number
+from ..tree import leaves_with_paths, path_str
 
 
 class PrecisionWarning(UserWarning):
@@ -111,7 +111,7 @@ def check_op(
     Returns:
         ``{argument index: rel_error}`` for each differentiated argument.
     """
-    backend.check_rng(rng)
+    checks.check_rng(rng)
     kwargs = kwargs or {}
     args = list(args)
     wrt = [i for i, a in enumerate(args) if _is_float_array(a)]
@@ -170,7 +170,7 @@ def check_tree(
         ``(error, per_leaf)``: ``error`` is :func:`rel_error` over all checked entries together;
         ``per_leaf`` maps ``'blocks[0].attn.w_qk'``-style paths to max absolute differences.
     """
-    backend.check_rng(rng)
+    checks.check_rng(rng)
     _, grads = loss_and_grads(params)
     grad_leaves = dict(leaves_with_paths(grads))
     analytic_all, numeric_all, per_leaf = [], [], {}

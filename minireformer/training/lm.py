@@ -1,5 +1,5 @@
 """One interface to both language models: the Reformer (``reformer.py``) and the baseline
-Transformer (``model.py``), so that training, evaluation, sampling and checkpoints are written once.
+Transformer (``transformer.py``), so that training, evaluation, sampling and checkpoints are written once.
 
 The model's kind follows from its config's type (:class:`ReformerConfig` or
 :class:`TransformerConfig`); configs travel as JSON-able dicts ``{"kind": ..., **fields}``
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import model, reformer
+from .. import reformer, transformer
+from ..reformer_config import ReformerConfig
 
-KINDS = {"reformer": reformer.ReformerConfig, "transformer": model.TransformerConfig}
+KINDS = {"reformer": ReformerConfig, "transformer": transformer.TransformerConfig}
 
 
 def kind_of(config) -> str:
@@ -32,7 +33,7 @@ def init_params(config, rng) -> dict:
     """Fresh parameters for ``config``, drawn from ``rng``."""
     if kind_of(config) == "reformer":
         return reformer.init_reformer(config, rng)
-    return model.init_transformer(config, rng)
+    return transformer.init_transformer(config, rng)
 
 
 def loss_and_grads(params, tokens, config, rng=None, loss_mask=None, *, offset: int = 0):
@@ -42,14 +43,14 @@ def loss_and_grads(params, tokens, config, rng=None, loss_mask=None, *, offset: 
     only); ``offset`` is the position of the first token (offset + L <= max_len)."""
     if kind_of(config) == "reformer":
         return reformer.loss_and_grads(params, tokens, config, rng, loss_mask, offset=offset)
-    return model.loss_and_grads(params, tokens, config, rng, loss_mask, offset=offset)
+    return transformer.loss_and_grads(params, tokens, config, rng, loss_mask, offset=offset)
 
 
 def forward_logits(params, tokens, config, rng=None):
     """(B, L, V) evaluation logits (no dropout); ``rng`` draws LSH rotations (Reformer only)."""
     if kind_of(config) == "reformer":
         return reformer.forward_logits(params, tokens, config, rng)
-    return model.forward_logits(params, tokens, config)
+    return transformer.forward_logits(params, tokens, config)
 
 
 def config_to_dict(config) -> dict:

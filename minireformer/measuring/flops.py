@@ -18,7 +18,7 @@ value width:
                dK_w    dS^T Q    (W, C) @ (C, Dh)      2 C W Dh
 
 The forward keeps only each query's maximum logit and softmax sum, not the (C, W) weights
-(``chunked_attention.window_attention_backward``, as FlashAttention does), so the backward first
+(``windows.window_attention_backward``, as FlashAttention does), so the backward first
 recomputes the logits Q K_w^T (2 C W Dh) and then makes its four products: five in all. A
 backward that cached the weights would make four (``recompute_logits=False``).
 Hashing projects every position on R P random directions, (L, Dh) @ (Dh, R P) per (batch, head):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend, lm
-from .checks import check_nonnegative_int, check_positive_int
+from .. import backend, checks
+from ..checks import check_nonnegative_int, check_positive_int
+from . import lm
 
 
 def sample_next(logits, rng, *, temperature: float = 1.0, top_k: int | None = None) -> int:
@@ -53,7 +54,7 @@ def generate(
         temperature: >= 0 (0: greedy). top_k: keep the k most likely tokens (None: all).
         context: the most positions fed to the model (default and at most ``config.max_len``).
     """
-    backend.check_rng(rng)
+    checks.check_rng(rng)
     ids = [int(i) for i in np.asarray(prompt).reshape(-1)]
     if not ids:
         raise ValueError("prompt: expected at least one token, got none")

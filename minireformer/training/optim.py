@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import backend
-from .checks import check_float_array, check_positive_number, check_rate
-from .tree import check_same_structure, leaf_name, leaves, leaves_with_paths, map_tree
+from .. import backend
+from ..checks import check_float_array, check_positive_number, check_rate
+from ..tree import check_same_structure, leaf_name, leaves, leaves_with_paths, map_tree
 
 
 def global_norm(grads) -> float:

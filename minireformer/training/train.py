@@ -2,7 +2,7 @@
 
 One step (for the Reformer and the baseline Transformer alike, through ``lm.py``)::
 
-    tokens, mask = source.batch(data_rng, B, L)                 (B, L), (B, L-1) or None
+    tokens, mask = source.batch(data_rng, B, L)                 (B, L+1), (B, L) or None
     loss, grads  = loss_and_grads(params, tokens, config, model_rng, mask)
     lr           = schedule(step)                               warm-up, then decay
     params       = Adam(params, clip_by_global_norm(grads))     ``optim.py``
@@ -38,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, layers, lm
-from .checks import check_bool, check_nonnegative_int, check_positive_int
+from .. import backend
+from ..checks import check_bool, check_nonnegative_int, check_positive_int
+from ..loss import logsumexp
+from . import checkpoint, lm
 from .optim import Adam
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
@@ -153,10 +155,10 @@ def evaluate(params, config, batches, *, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     total, correct, count = 0.0, 0, 0
     for tokens, mask in batches:
-        logits = lm.forward_logits(params, backend.asarray(tokens), config, rng)[:, :-1]
+        logits = lm.forward_logits(params, backend.asarray(tokens[:, :-1]), config, rng)
         xp = backend.array_module(logits)
         targets = backend.asarray(tokens[:, 1:])
-        lse = layers.logsumexp(logits, axis=-1)  # (B, L-1)
+        lse = logsumexp(logits, axis=-1)  # (B, L)
         nll = lse - xp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
         hit = xp.argmax(logits, axis=-1) == targets
         if mask is not None:
@@ -309,7 +311,7 @@ def train(
                 tokens, mask = source.batch(data_rng, batch, length)
                 offset = 0
                 if tc.random_offset:
-                    offset = int(data_rng.integers(0, config.max_len - tokens.shape[1] + 1))
+                    offset = int(data_rng.integers(0, config.max_len - tokens.shape[1] + 2))
                 t0 = time.perf_counter()
                 loss, grads = lm.loss_and_grads(
                     params,

@@ -11,9 +11,10 @@ Shape letters: B batch, H heads, L length, D model width, Dh head width.
 
 from __future__ import annotations
 
-from . import backend, layers
-from .attention import split_heads
-from .reformer import build_blocks, embed
+from .. import backend, layers
+from ..attention import split_heads
+from ..embedding import embed_forward
+from ..reformer import build_blocks
 
 
 def attention_map(params, tokens, config, *, layer: int = 0, rng=None):
@@ -27,7 +28,7 @@ def attention_map(params, tokens, config, *, layer: int = 0, rng=None):
     if not 0 <= layer < config.n_layers:
         raise ValueError(f"layer: expected an index in [0, {config.n_layers}), got {layer}")
     blocks = build_blocks(config, dropout=0.0)
-    x, _ = embed(params["embed"], tokens, config)  # (B, L, D)
+    x, _ = embed_forward(params["embed"], tokens, positional_type=config.positional)  # (B, L, D)
     y1, y2 = x, x
     for block, p in zip(blocks[:layer], params["blocks"][:layer]):
         y1, y2, _ = block.forward(y1, y2, p, rng)
@@ -37,5 +38,6 @@ def attention_map(params, tokens, config, *, layer: int = 0, rng=None):
     xp = backend.array_module(qk)
     batch, n_heads, length, _ = qk.shape
     eye = xp.broadcast_to(xp.eye(length, dtype=qk.dtype), (batch, n_heads, length, length))
-    out, _, _ = f.attend(qk, xp.ascontiguousarray(eye), f.draw(rng, y2.shape))
+    record = f.draw(rng, y2.shape)
+    out, _ = f.attend(qk, xp.ascontiguousarray(eye), record)
     return out  # (B, H, L, L): row i is query i's weights over positions j

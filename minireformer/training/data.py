@@ -3,8 +3,9 @@
 Both are *data sources* with one interface, which the trainer (``train.py``) uses:
 
     source.vocab_size                                 V
-    source.batch(rng, batch_size, length)             (tokens (B, L) int64, loss_mask (B, L-1) bool
-                                                      or None): a training batch drawn from rng
+    source.batch(rng, batch_size, length)             (tokens (B, L+1) int64, loss_mask (B, L)
+                                                      bool or None): a training batch from rng;
+                                                      the model reads L tokens, predicts L
     source.eval_batches(batch_size, length, n)        a fixed list of n held-out batches
     source.spec()                                     a JSON-able dict; ``from_spec`` rebuilds it
 
@@ -14,7 +15,8 @@ a checkpoint that stores it resumes on exactly the batches that would have come 
 **Duplication** (Kitaev et al. 2020, section 5): a sequence ``0 w 0 w`` with ``w`` a word of
 ``word_len`` symbols drawn uniformly from 1..N. The first half is noise to a model; the second
 half can be predicted exactly by finding the copy ``word_len + 1`` positions back. The loss and
-accuracy count the second ``w`` only (``loss_mask``). Length L = 2 * word_len + 2, vocabulary N + 1.
+accuracy count the second ``w`` only (``loss_mask``). A sequence has 2 * word_len + 2 tokens, of
+which a model reads the first L = 2 * word_len + 1 (``length``); vocabulary N + 1.
 
 **Character-level text**: the characters of a text file, encoded by their index in the sorted set
 of characters the file uses; the first ``1 - valid_fraction`` of the text trains and the rest
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_positive_int
+from ..checks import check_positive_int
 
 TASKS = ("duplication", "text")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +50,8 @@ def resolve_path(path) -> Path:
 
 
 class DuplicationTask:
-    """Sequences ``0 w 0 w``, w uniform over 1..n_symbols, length 2 * word_len + 2.
+    """Sequences ``0 w 0 w``, w uniform over 1..n_symbols: 2 * word_len + 2 tokens, of which a
+    model reads ``length`` = 2 * word_len + 1 (the last token is only predicted).
 
     ``eval_seed`` seeds the held-out sequences; training batches come from the trainer's own
     Generator, so with different seeds the two never share a stream.
@@ -59,7 +62,7 @@ class DuplicationTask:
         self.word_len = check_positive_int("word_len", word_len)
         self.eval_seed = int(eval_seed)
         self.vocab_size = self.n_symbols + 1
-        self.length = 2 * self.word_len + 2
+        self.length = 2 * self.word_len + 1
 
     def spec(self) -> dict:
         return {
@@ -72,17 +75,17 @@ class DuplicationTask:
     def _check_length(self, length):
         if length is not None and length != self.length:
             raise ValueError(
-                f"seq_len: the duplication task with word_len={self.word_len} has length "
+                f"seq_len: the duplication task with word_len={self.word_len} is read at length "
                 f"{self.length}, got {length}"
             )
 
     def sequences(self, rng, n: int):
-        """(tokens (n, L) int64, loss_mask (n, L-1) bool): n fresh sequences from ``rng``."""
+        """(tokens (n, L+1) int64, loss_mask (n, L) bool): n fresh sequences from ``rng``."""
         w = rng.integers(1, self.n_symbols + 1, size=(n, self.word_len))  # (n, |w|)
         zero = np.zeros((n, 1), dtype=np.int64)
         tokens = np.concatenate([zero, w, zero, w], axis=1)  # (n, L)
         # logit t predicts token t + 1; the second copy occupies tokens |w|+2 .. 2|w|+1
-        mask = np.zeros((n, self.length - 1), dtype=bool)
+        mask = np.zeros((n, self.length), dtype=bool)
         mask[:, self.word_len + 1 :] = True
         return tokens, mask
 
@@ -142,27 +145,26 @@ class CharText:
         return self.train_ids if split == "train" else self.valid_ids
 
     def batch(self, rng, batch_size: int, length: int, split: str = "train"):
-        """``batch_size`` windows of ``length`` characters at random offsets: (tokens, None)."""
+        """``batch_size`` windows of ``length`` + 1 characters at random offsets: (tokens, None)
+        (the model reads the first ``length`` of each and predicts the next)."""
         ids = self._split(split)
         length = check_positive_int("seq_len", length)
-        if length > len(ids):
-            raise ValueError(f"seq_len: expected at most {len(ids)} characters, got {length}")
+        if length + 1 > len(ids):
+            raise ValueError(f"seq_len: expected at most {len(ids) - 1} characters, got {length}")
         starts = rng.integers(
-            0, len(ids) - length + 1, size=check_positive_int("batch_size", batch_size)
+            0, len(ids) - length, size=check_positive_int("batch_size", batch_size)
         )
-        return np.stack([ids[s : s + length] for s in starts]), None  # (B, L)
+        return np.stack([ids[s : s + length + 1] for s in starts]), None  # (B, L+1)
 
     def eval_batches(self, batch_size: int, length: int, n_batches: int | None = None):
-        """Consecutive validation windows of ``length`` (from the start), grouped into batches.
+        """Consecutive validation windows of ``length`` + 1 (from the start), in batches.
 
         Windows overlap by one character so that every validation character after the first is
         predicted exactly once. ``n_batches`` None: all of the validation text.
         """
         length = check_positive_int("seq_len", length)
-        step = length - 1
-        n_windows = (len(self.valid_ids) - 1) // step
-        starts = [i * step for i in range(n_windows)]
-        windows = [self.valid_ids[s : s + length] for s in starts]
+        n_windows = (len(self.valid_ids) - 1) // length
+        windows = [self.valid_ids[i * length : (i + 1) * length + 1] for i in range(n_windows)]
         batches = [
             (np.stack(windows[i : i + batch_size]), None)
             for i in range(0, len(windows), batch_size)

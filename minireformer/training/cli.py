@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, data, lm, memory, sampling, train
+from ..measuring import memory
+from . import checkpoint, data, lm, sampling, train
 
 MODEL_FLAGS = {  # config field -> type (the flag is --field-name)
     "d_model": int,
@@ -127,16 +128,18 @@ def _add_run_flags(p):
     for name, typ in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, dest=name, default=None)
     p.add_argument(
-        "--released-semantics",
-        action="store_true",
-        help="LSH as the released trax code (attend across buckets, duplicates)",
+        "--semantics",
+        choices=("paper", "released"),
+        help="LSH attention as the paper's Appendix A (default) or the released trax code",
     )
 
 
 def _add_eval_overrides(p):
     p.add_argument("--n-hashes", type=int, default=None, help="evaluate with R hash rounds")
     p.add_argument("--attention", default=None, help="evaluate with this attention, e.g. full")
-    p.add_argument("--released-semantics", action="store_true")
+    p.add_argument(
+        "--semantics", choices=("paper", "released"), help="evaluate with this LSH semantics"
+    )
 
 
 def _read_config(path) -> dict:
@@ -179,8 +182,8 @@ def _run_settings(args):
             model[name] = getattr(args, name)
     if args.attention is not None:
         model["attention_types"] = args.attention.split(",")
-    if args.released_semantics:
-        model["attend_across_buckets"] = model["allow_duplicate_attention"] = True
+    if args.semantics is not None:
+        model["semantics"] = args.semantics
     model["vocab_size"] = source.vocab_size
 
     settings = dict(cfg.get("train", {}))
@@ -208,10 +211,10 @@ def _with_overrides(config, args):
         changes["n_hashes"] = args.n_hashes
     if args.attention is not None:
         changes["attention_types"] = tuple(args.attention.split(","))
-    if args.released_semantics:
-        changes.update(attend_across_buckets=True, allow_duplicate_attention=True)
+    if args.semantics is not None:
+        changes["semantics"] = args.semantics
     if changes and lm.kind_of(config) != "reformer":
-        raise UsageError("--n-hashes, --attention and --released-semantics apply to Reformers")
+        raise UsageError("--n-hashes, --attention and --semantics apply to Reformers")
     return dataclasses.replace(config, **changes) if changes else config
 
 

@@ -14,12 +14,12 @@ The four checks:
 - :func:`check_close`: floating-point results, to a tolerance scaled by the largest expected entry;
 - :func:`check_equal`: exact results (bucket ids, permutations, masks);
 - :func:`check_gradient`: an analytic gradient against centred differences
-  (:func:`minireformer.gradcheck.numerical_gradient`, with the project's relative error
-  :func:`minireformer.gradcheck.rel_error`);
+  (:func:`minireformer.measuring.gradcheck.numerical_gradient`, with the project's relative error
+  :func:`minireformer.measuring.gradcheck.rel_error`);
 - :func:`check_true`: any other condition, with the message to show when it fails.
 
 The tolerance of :func:`check_close` is ``|got - expected| <= atol + rtol * max|expected|`` entry by
-entry: relative to the scale of the whole array, as :func:`~minireformer.gradcheck.rel_error` is, so
+entry: relative to the scale of the whole array, as :func:`~minireformer.measuring.gradcheck.rel_error` is, so
 that an entry whose expected value is exactly zero is not held to an exact match.
 """
 
@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import backend
-from .gradcheck import numerical_gradient, rel_error
+from .. import backend
+from ..measuring.gradcheck import numerical_gradient, rel_error
 
 _SHOWN_ENTRIES = 3  # how many differing entries a failure message lists
 _KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "c": "complex"}
@@ -206,7 +206,7 @@ def check_gradient(
         x: a float64 array, the point; it is not modified (``f`` is evaluated on a copy).
         eps: the finite-difference step h of ``(f(x + h) - f(x - h)) / 2h``.
         rtol: the largest accepted relative error ``max|a - n| / max(|a| + |n|)``
-            (:func:`minireformer.gradcheck.rel_error`): 1e-7 suits one op, 1e-6 a block.
+            (:func:`minireformer.measuring.gradcheck.rel_error`): 1e-7 suits one op, 1e-6 a block.
     """
     __tracebackhide__ = True
     x = backend.to_numpy(x)

@@ -1,23 +1,31 @@
-"""Chunked attention with a look-around window: the machinery shared by LSH and local attention.
+"""Attention within look-around windows of chunks: the machinery of LSH and local attention.
 
-Paper section 2, "Chunking" and Figure 2: a sequence (sorted by hash bucket for LSH attention,
-left in its original order for local attention) is cut into chunks of C consecutive slots; the
-queries of chunk c attend to the keys of chunks c - n_before, ..., c + n_after. Chunk indices
-wrap around (chunk 0 looks back at the last chunk), as in the released trax code
-(``look_adjacent`` in ``trax/layers/research/efficient_attention.py``) and Hugging Face's
-``_look_adjacent``. Each chunk's window holds W = (n_before + 1 + n_after) * C keys, so attention
-costs O(L W) instead of O(L^2) and no L x L array is ever made.
+Paper section 2, "Chunking" and Figure 2: a sequence of slots (sorted by hash bucket for LSH
+attention, in its original order for local attention) is cut into chunks of C consecutive slots;
+the queries of chunk c attend to the keys of chunks c - n_before, ..., c + n_after. Chunk indices
+wrap around (chunk 0 looks back at the last chunk), as in the released trax code (``look_adjacent``
+in ``trax/layers/research/efficient_attention.py``) and Hugging Face's ``_look_adjacent``. Each
+chunk's window holds W = (n_before + 1 + n_after) * C keys, so attention costs O(N W) instead of
+O(N^2) and no N x N array is ever made.
 
-Within a window the logits are masked exactly as in dense attention (attention.mask_logits):
+Within a window the logits are masked exactly as in dense attention (``attention.mask_logits``):
 causal and padding keys set to NEG_MASK, the query's own position set to NEG_SELF (shared-QK).
-Optionally keys whose ``group`` (LSH: bucket and round) differs from the query's are set to
-NEG_MASK, and a constant ``log_count`` is subtracted from the logits (LSH's duplicate correction).
+Two more rules, both described by the :class:`Window`:
 
-When a sequence has fewer chunks than the window is wide, the same chunk appears in the window
-several times; :func:`window_multiplicity` counts how often, so that callers can correct for it.
+- ``group``: keys of another group than the query's (LSH: another bucket or round) are set to
+  NEG_MASK;
+- ``copies``: a key met several times among a query's keys (in several LSH rounds, or a chunk
+  repeated in the window of a sequence shorter than the window) would count several times; with
+  ``copies`` given, log N_ij is subtracted from the logit, N_ij being how often query i meets key
+  j (paper Appendix A), so that each key counts once.
+
+The softmax runs block by block (:data:`BLOCK_ELEMENTS` logits at a time), and the (C, W) weights
+are never stored: the backward recomputes them from each query's maximum and scale, as
+FlashAttention does (Dao et al. 2022, arXiv 2205.14135).
 
 Shape letters: B batch, H heads, N slots (L, or R*L for LSH), n_c = N / C chunks, C chunk length,
-W = (n_before + 1 + n_after) * C window width, Dh head width, Dv value width.
+m chunks in a block, W = (n_before + 1 + n_after) * C window width, Dh head width, Dv value width,
+R rounds, Lp padded length.
 """
 
 from __future__ import annotations
@@ -26,14 +34,14 @@ import math
 from typing import NamedTuple
 
 from . import backend
-from .attention import (
-    NEG_MASK,
-    check_heads,
-    mask_logits,
-    unit_norm_backward,
-    unit_norm_forward,
-)
-from .checks import check_grad, check_nonnegative_int, check_positive_int
+from .attention import NEG_MASK, mask_logits
+
+# Logits computed at once, per block of chunks: 2^18 entries is 1 MiB in float32, small enough to
+# stay in the CPU's cache, large enough that NumPy's per-call overhead is small.
+BLOCK_ELEMENTS = 2**18
+
+
+# --- Chunks and their windows ----------------------------------------------------------------
 
 
 def padded_length(length: int, chunk_len: int) -> int:
@@ -50,6 +58,17 @@ def pad_length_axis(x, padded_len: int):
     widths = [(0, 0)] * x.ndim
     widths[2] = (0, extra)
     return xp.pad(x, widths)
+
+
+def key_validity(mask, batch: int, n_heads: int, length: int, padded_len: int):
+    """(B, H, Lp) bool, False for internal padding and for masked tokens; None if all valid."""
+    if mask is None and padded_len == length:
+        return None
+    xp = backend.get_xp() if mask is None else backend.array_module(mask)
+    valid = xp.arange(padded_len) < length  # (Lp,)
+    if mask is not None:
+        valid = valid & pad_length_axis(mask[:, None, :], padded_len)  # (B, 1, Lp)
+    return xp.broadcast_to(valid, (batch, n_heads, padded_len))
 
 
 def gather(x, index):
@@ -102,25 +121,35 @@ def window_multiplicity(delta, n_chunks: int, n_before: int, n_after: int):
     )
 
 
-# Logits computed at once, per block of chunks: 2^18 entries is 1 MiB in float32, small enough to
-# stay in the CPU's cache, large enough that NumPy's per-call overhead is small.
-BLOCK_ELEMENTS = 2**18
+# --- What the logits of a window depend on ---------------------------------------------------
+
+
+class Copies(NamedTuple):
+    """Where every copy of every key lies, so that a query's meetings with each key are counted.
+
+    A key j has R copies (one per LSH round; R = 1 for local attention). Query i (its copy in
+    round r, in chunk c) meets copy r2 of key j once for each window offset d with
+    location[r2, j] = (the location of chunk c + d in round r): the location is the chunk itself,
+    or, when only keys of the query's own bucket count, (bucket code) * n_c + chunk, so that one
+    comparison tests both.
+    """
+
+    chunk: object  # (B, H, R, Lp) int: the chunk of each copy
+    location: object  # (B, H, R, Lp) int: its location (above)
+    rounds_meet: bool  # a query's window meets copies of every round (not only its own)
 
 
 class Window(NamedTuple):
-    """What the logits of a chunk's window depend on besides q and k (see window_attention_*).
+    """What the logits of a chunk's window depend on besides q and k.
 
     pos: integer original positions of the slots, (B, H, n_c, C) or broadcastable (1, 1, n_c, C).
     n_before, n_after: chunks looked back / ahead. causal: mask keys after the query.
     key_valid: None or bool (B, H, n_c, C), False for padding keys.
     group: None or integer (B, H, n_c, C): a query only attends to keys of its own group.
-    log_count: None, or ``f(chunks, index)`` -> float broadcastable to (B, H, m, C, W), the
-        constant subtracted from the logits of the queries of ``chunks`` (a slice of m chunks)
-        over their windows ``index`` (LSH's duplicate correction).
+    copies: None, or :class:`Copies`: subtract log N_ij, the count of meetings (module docstring).
     rows: None when q, k, v are given per slot (B, H, n_c, C, .); or int (B, H, n_c, C), the row
         of each slot in q, k, v given per position (B, H, Lp, .): LSH's sorted order is then
         followed block by block, and no sorted copy of q, k, v is made.
-    block: chunks per block; None: as many as fit :data:`BLOCK_ELEMENTS` logits.
     """
 
     pos: object
@@ -129,9 +158,39 @@ class Window(NamedTuple):
     causal: bool
     key_valid: object = None
     group: object = None
-    log_count: object = None
+    copies: Copies | None = None
     rows: object = None
-    block: int | None = None
+
+
+def meeting_counts(win: Window, chunks, index, dtype):
+    """N (B, H, m, C, W) for the queries of ``chunks`` over their windows ``index``: how often
+    each query meets each window key, counted from ``win.copies`` without any N x N array (as
+    trax does). Each meeting is one occurrence of the key among the keys the query attends to.
+    """
+    copies = win.copies
+    xp = backend.array_module(copies.chunk)
+    batch, n_heads, n_rounds, _ = copies.chunk.shape
+    n_chunks, chunk_len = win.pos.shape[2:4]
+    m = index.shape[0]
+    tokens = xp.broadcast_to(win.pos, (batch, n_heads, n_chunks, chunk_len))  # slot -> position
+    q_tok = tokens[:, :, chunks].reshape(batch, n_heads, -1)  # (B, H, m*C)
+    k_tok = window_of(tokens, index).reshape(batch, n_heads, -1)  # (B, H, m*W)
+    q_shape, k_shape = (batch, n_heads, m, -1, 1), (batch, n_heads, m, 1, -1)
+    # where the window's keys are in every round: R x (B, H, m, 1, W)
+    k_loc = [gather(copies.location[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
+    counts = xp.zeros((batch, n_heads, m, chunk_len, k_loc[0].shape[-1]), dtype=dtype)
+    for r in range(n_rounds):
+        q_chunk = gather(copies.chunk[:, :, r], q_tok)  # (B, H, m*C)
+        q_bucket = gather(copies.location[:, :, r], q_tok) - q_chunk  # bucket code * n_c, or 0
+        for d in range(-win.n_before, win.n_after + 1):
+            # the location of a key d chunks from the query in round r: (B, H, m, C, 1)
+            want = (q_bucket + (q_chunk + d) % n_chunks).reshape(q_shape)
+            for r2 in range(n_rounds) if copies.rounds_meet else (r,):
+                counts += k_loc[r2] == want  # (B, H, m, C, W)
+    return counts
+
+
+# --- The block loop --------------------------------------------------------------------------
 
 
 def _slots(x, win: Window, chunks):
@@ -154,7 +213,7 @@ def _blocks(batch, n_heads, win: Window, xp):
     """(chunks, index) for consecutive blocks of chunks: a slice and its window_index."""
     n_chunks, chunk_len = win.pos.shape[2:4]
     width = (win.n_before + 1 + win.n_after) * chunk_len  # W
-    block = win.block or max(1, BLOCK_ELEMENTS // (batch * n_heads * chunk_len * width))
+    block = max(1, BLOCK_ELEMENTS // (batch * n_heads * chunk_len * width))
     for start in range(0, n_chunks, block):
         stop = min(start + block, n_chunks)
         yield slice(start, stop), window_index(start, stop, n_chunks, win.n_before, win.n_after, xp)
@@ -179,8 +238,10 @@ def _block_logits(q, k, chunks, index, win: Window):
         same = win.group[:, :, chunks, :, None] == window_of(win.group, index)[..., None, :]
         xp.copyto(logits, xp.asarray(NEG_MASK, dtype=logits.dtype), where=~same)
         keep = same if keep is None else keep & same
-    if win.log_count is not None:
-        logits -= win.log_count(chunks, index)
+    if win.copies is not None:
+        counts = meeting_counts(win, chunks, index, logits.dtype)
+        # a key masked as another bucket's is met 0 times: counted as 1, its logit is a constant
+        logits -= xp.log(xp.maximum(counts, 1, out=counts), out=counts)
     return logits, keep, q_block, k_win
 
 
@@ -193,12 +254,11 @@ def window_attention_forward(q, k, v, win: Window):
     """Softmax attention of each chunk's queries over its look-around window, block by block.
 
     Every slot holds one query, and its key and value; chunk c's queries attend to the keys of
-    chunks c - n_before .. c + n_after (wrapping). Logits q . k are masked as in dense attention
-    (causal and padding -> NEG_MASK, the query's own position -> NEG_SELF), keys of another
-    ``group`` -> NEG_MASK, then ``log_count`` is subtracted. The (C, W) weights of a block of
-    chunks live only while that block is computed: what the backward needs of them is the
-    per-query maximum ``top`` and sum ``total``, from which it recomputes them (as
-    FlashAttention does, Dao et al. 2022), so memory grows with the slots, not the slots x W.
+    chunks c - n_before .. c + n_after (wrapping). The logits q . k are masked as the
+    :class:`Window` says (module docstring). The (C, W) weights of a block of chunks live only
+    while that block is computed: what the backward needs of them is the per-query maximum
+    ``top`` and sum ``total``, from which it recomputes them, so memory grows with the slots, not
+    with the slots times W.
 
     Args:
         q, k: queries and keys, v: values; (B, H, n_c, C, .) per slot, or (B, H, Lp, .) per
@@ -271,139 +331,3 @@ def window_attention_backward(dout, row, top, scale, q, k, v, win: Window):
         add_window(dk, xp.matmul(dlogits.swapaxes(-1, -2), q_block), index)
         del weights, keep, q_block, k_win, d_out, v_win_t, dlogits  # one block's at a time
     return dq, dk, dv
-
-
-def window_weights(q, k, top, scale, win: Window):
-    """The (B, H, n_c, C, W) weights P = exp(logits - top) * scale and keep mask, all chunks at
-    once: for inspection and plots of small examples (the attention never holds them whole)."""
-    xp = backend.array_module(q, k)
-    n_chunks = win.pos.shape[2]
-    index = window_index(0, n_chunks, n_chunks, win.n_before, win.n_after, xp)
-    logits, keep, _, _ = _block_logits(q, k, slice(None), index, win)
-    logits -= top[..., None]
-    weights = xp.exp(logits, out=logits)
-    weights *= scale[..., None]
-    return weights, keep
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation shared by local and LSH attention
-# ---------------------------------------------------------------------------------------------
-
-
-def check_chunked_inputs(qk, v, mask, causal, chunk_len, n_chunks_before, n_chunks_after):
-    """:func:`attention.check_heads` (qk, v, mask, causal), chunk_len >= 1 and
-    n_chunks_before, n_chunks_after >= 0. Returns chunk_len as an int."""
-    check_heads("qk", qk, "v", v, mask, causal)
-    chunk_len = check_positive_int("chunk_len", chunk_len)
-    check_nonnegative_int("n_chunks_before", n_chunks_before)
-    check_nonnegative_int("n_chunks_after", n_chunks_after)
-    return chunk_len
-
-
-def key_validity(mask, batch: int, n_heads: int, length: int, padded_len: int):
-    """(B, H, Lp) bool, False for internal padding and for masked tokens; None if all valid."""
-    if mask is None and padded_len == length:
-        return None
-    xp = backend.get_xp() if mask is None else backend.array_module(mask)
-    valid = xp.arange(padded_len) < length  # (Lp,)
-    if mask is not None:
-        valid = valid & pad_length_axis(mask[:, None, :], padded_len)  # (B, 1, Lp)
-    return xp.broadcast_to(valid, (batch, n_heads, padded_len))
-
-
-# ---------------------------------------------------------------------------------------------
-# Local attention: chunks of the unsorted sequence
-# ---------------------------------------------------------------------------------------------
-
-
-class LocalAttentionCache(NamedTuple):
-    q: object  # (B, H, n_c, C, Dh) queries (the padded qk) in chunks
-    k: object  # (B, H, n_c, C, Dh) unit-norm keys in chunks
-    v: object  # (B, H, n_c, C, Dv) values in chunks
-    top: object  # (B, H, n_c, C) each query's largest logit
-    total: object  # (B, H, n_c, C) its sum of exp(logit - top): the weights are recomputable
-    out: object  # (B, H, n_c, C, Dv) outputs in chunks
-    unit: object  # UnitNormCache of the padded keys
-    length: int  # L, before padding
-    window: Window  # positions, masks and window of the logits
-
-
-def local_attention_forward(
-    qk, v, *, chunk_len, causal=False, mask=None, n_chunks_before=1, n_chunks_after=0
-):
-    """Local (chunked) shared-QK attention over the sequence in its original order.
-
-    The sequence is cut into chunks of C positions; chunk c attends to chunks c - n_chunks_before
-    .. c + n_chunks_after, wrapping around the ends as the released code does (the causal mask
-    removes the wrapped, later chunks). Shared-QK conventions as in
-    attention.shared_qk_attention_forward: keys k_j = qk_j / |qk_j|, logits qk_i . k_j unscaled,
-    self NEG_SELF, causal / padding NEG_MASK. A key that appears in a window several times (only
-    when the sequence has fewer chunks than the window is wide) counts once, so the result equals
-    dense attention restricted to the band of keys in the window.
-
-    Args:
-        qk: (B, H, L, Dh) float shared queries/keys; v: (B, H, L, Dv) float values; any L >= 1
-            (padded internally to a multiple of C, the padding masked).
-        chunk_len: C. causal: query i sees keys j <= i. mask: None or (B, L) bool, True = real.
-        n_chunks_before, n_chunks_after: the look-around window, in chunks.
-
-    Returns:
-        ``(out (B, H, L, Dv), cache)``.
-    """
-    chunk_len = check_chunked_inputs(
-        qk, v, mask, causal, chunk_len, n_chunks_before, n_chunks_after
-    )
-    xp = backend.array_module(qk, v)
-    batch, n_heads, length, _ = qk.shape
-    padded = padded_length(length, chunk_len)
-    n_chunks = padded // chunk_len
-
-    def chunks(x):  # (B, H, Lp, ...) -> (B, H, n_c, C, ...)
-        return x.reshape((batch, n_heads, n_chunks, chunk_len) + x.shape[3:])
-
-    q = pad_length_axis(qk, padded)  # (B, H, Lp, Dh)
-    keys, unit = unit_norm_forward(q)  # (B, H, Lp, Dh); padding stays 0
-    valid = key_validity(mask, batch, n_heads, length, padded)
-    # a chunk that appears several times in a window (short sequences) is counted once
-    offsets = xp.arange(-n_chunks_before, n_chunks_after + 1)  # (n_blocks,)
-    mult = window_multiplicity(offsets, n_chunks, n_chunks_before, n_chunks_after)
-    log_count = None
-    if bool(xp.any(mult > 1)):
-        log_mult = xp.repeat(xp.log(mult.astype(qk.dtype)), chunk_len)  # (W,)
-
-        def log_count(chunks_, index):  # the same for every query
-            return log_mult
-
-    win = Window(
-        pos=xp.arange(padded, dtype=xp.int32).reshape(1, 1, n_chunks, chunk_len),
-        n_before=n_chunks_before,
-        n_after=n_chunks_after,
-        causal=causal,
-        key_valid=None if valid is None else chunks(valid),
-        log_count=log_count,
-    )
-    q, keys, v = chunks(q), chunks(keys), chunks(pad_length_axis(v, padded))
-    out, top, total = window_attention_forward(q, keys, v, win)  # out (B, H, n_c, C, Dv)
-    cache = LocalAttentionCache(q, keys, v, top, total, out, unit, length, win)
-    return out.reshape(batch, n_heads, padded, -1)[:, :, :length], cache
-
-
-def local_attention_backward(dout, cache: LocalAttentionCache):
-    """dout (B, H, L, Dv) -> (dqk (B, H, L, Dh), dv (B, H, L, Dv)).
-
-    The window softmax backward (:func:`window_attention_backward`); qk receives its gradient as
-    the query and, through the unit-norm backward, as the key.
-    """
-    xp = backend.array_module(dout)
-    q, k, v, top, total, out, unit, length, win = cache
-    batch, n_heads, n_chunks, chunk_len = q.shape[:4]
-    check_grad("dout", dout, (batch, n_heads, length, v.shape[-1]), q.dtype)
-    padded = n_chunks * chunk_len
-    dout = pad_length_axis(dout, padded).reshape(out.shape)  # (B, H, n_c, C, Dv)
-    row = xp.sum(dout * out, axis=-1)  # (B, H, n_c, C)
-    dq, dk, dv = window_attention_backward(dout, row, top, 1 / total, q, k, v, win)
-    dqk = dq.reshape(batch, n_heads, padded, -1) + unit_norm_backward(
-        dk.reshape(batch, n_heads, padded, -1), unit
-    )
-    return dqk[:, :, :length], dv.reshape(batch, n_heads, padded, -1)[:, :, :length]

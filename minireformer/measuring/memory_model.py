@@ -1,11 +1,11 @@
 """An exact memory model: the arrays this implementation holds at its peak, counted from the code.
 
-The paper's Table 3 (:func:`minireformer.memory.table3_memory`) names one array per term: it says
+The paper's Table 3 (:func:`minireformer.measuring.memory.table3_memory`) names one array per term: it says
 how memory grows, not how many bytes a program needs. This module counts, for one call, the arrays
 that are alive together at the moment of the peak, each from its shape and dtype, by walking the
 implementation phase by phase; the peak is the largest phase. Every term names the line of code
 that allocates it, so that a reader can check the count against the source, and a test compares
-the total with :func:`minireformer.memory.measure_peak` over a grid of shapes.
+the total with :func:`minireformer.measuring.memory.measure_peak` over a grid of shapes.
 
 Two calls are modelled:
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import lsh
-from .chunked_attention import BLOCK_ELEMENTS, padded_length
+from .. import lsh, lsh_attention
+from ..windows import BLOCK_ELEMENTS, padded_length
 
 INT = 8  # int64 indices (argsort, gather)
 INT32 = 4  # positions used by the masks
@@ -50,7 +50,7 @@ def _peak(phases: dict) -> PeakModel:
 
 
 def _block_chunks(rows: int, chunk_len: int, width: int, n_chunks: int) -> int:
-    """Chunks per block of chunked_attention._blocks, for ``rows`` = B h."""
+    """Chunks per block of windows._blocks, for ``rows`` = B h."""
     return min(n_chunks, max(1, BLOCK_ELEMENTS // (rows * chunk_len * width)))
 
 
@@ -112,8 +112,7 @@ def attention_peak_model(
     n_buckets=None,
     causal: bool = True,
     mask: bool = False,
-    attend_across_buckets: bool = False,
-    allow_duplicate_attention: bool = False,
+    semantics: str = "paper",
     n_chunks_before: int = 1,
     n_chunks_after: int = 0,
     dtype_bytes: int = 4,
@@ -124,8 +123,8 @@ def attention_peak_model(
     Args:
         kind: "lsh", "local" or "full" (shared-QK).
         batch, n_heads, length, d_head: B, H, L, Dh of qk and v (Dv = Dh).
-        chunk_len, n_hashes, n_buckets, attend_across_buckets, allow_duplicate_attention,
-            n_chunks_before, n_chunks_after: as the attention takes them.
+        chunk_len, n_hashes, n_buckets, semantics, n_chunks_before, n_chunks_after: as the
+            attention takes them.
         mask: whether a (B, L) padding mask is passed. causal: the causal mask.
         dtype_bytes: 4 (float32) or 8 (float64).
         drawn_rotations: LSH rotations drawn inside the call (rng given), not passed in.
@@ -134,6 +133,7 @@ def attention_peak_model(
         a :class:`PeakModel`.
     """
     s, b, h, d = dtype_bytes, batch, n_heads, d_head
+    across, dup = lsh_attention.semantics_of(semantics)
     if kind == "full":
         e = b * h * length * length  # the (L, L) logits
         lin = s * b * h * length * d
@@ -163,7 +163,7 @@ def attention_peak_model(
     width = (n_chunks_before + 1 + n_chunks_after) * chunk_len
     n, p = b * h * rounds * padded, b * h * padded
     block = _window_block(
-        b * h, chunk_len, width, n_chunks, d, s, group=kind == "lsh" and not attend_across_buckets
+        b * h, chunk_len, width, n_chunks, d, s, group=kind == "lsh" and not across
     )
     slot_grads = {"slot gradients dq, dk, dv (3 N Dh)": 3 * s * n * d}
     if kind == "local":
@@ -195,8 +195,8 @@ def attention_peak_model(
         padded,
         s,
         mask=mask,
-        across=attend_across_buckets,
-        dup=allow_duplicate_attention,
+        across=across,
+        dup=dup,
         drawn=drawn_rotations,
     )
     return _peak(
@@ -253,8 +253,7 @@ def _inner_attention(config, i: int, batch: int, length: int, s: int, heads: int
         n_hashes=config.n_hashes,
         n_buckets=config.n_buckets,
         causal=config.causal,
-        attend_across_buckets=config.attend_across_buckets,
-        allow_duplicate_attention=config.allow_duplicate_attention,
+        semantics=config.semantics,
         dtype_bytes=s,
         drawn_rotations=False,
     )
@@ -285,7 +284,7 @@ def step_peak_model(config, batch: int, length: int) -> PeakModel:
     is alive when the loss is differentiated and while the top block's backward runs.
 
     Args:
-        config: a ``reformer.ReformerConfig``.
+        config: a ``ReformerConfig``.
         batch, length: B and L of the tokens.
     """
     s = 4 if config.dtype == "float32" else 8

@@ -3,8 +3,7 @@
 1. **Duplication** (paper section 5, Table 2): one-layer models trained with full attention and
    with LSH-1, LSH-2, LSH-4, each evaluated with full attention and LSH-1, 2, 4, 8 on 1,000 fresh
    sequences from a seed not used in training; the same trained weights are evaluated a second
-   time with the released code's LSH semantics (``attend_across_buckets`` and
-   ``allow_duplicate_attention`` True).
+   time with the released code's LSH semantics (``semantics="released"``).
 2. **Shakespeare**: a Reformer LM on 2,048-character contexts (short contexts first: a
    curriculum) and the same-size Transformer, with unigram and bigram baselines.
 3. **Figure 3** (shared-QK and reversibility do not hurt): the same small model trained four
@@ -25,9 +24,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import checkpoint, data, lm, plotting, train
-from .model import TransformerConfig
-from .reformer import ReformerConfig
+from ..reformer_config import ReformerConfig
+from ..teaching import plotting
+from ..transformer import TransformerConfig
+from . import checkpoint, data, lm, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS, CHECKPOINTS, RESULTS = ROOT / "runs", ROOT / "checkpoints", ROOT / "results"
@@ -71,13 +71,12 @@ PAPER_TABLE2 = {
 }
 
 
-def duplication_config(attention: str, n_hashes: int, released: bool = False) -> ReformerConfig:
+def duplication_config(attention: str, n_hashes: int, semantics: str = "paper") -> ReformerConfig:
     return ReformerConfig(
         **DUPLICATION_MODEL,
         attention_types=(attention,),
         n_hashes=n_hashes,
-        attend_across_buckets=released,
-        allow_duplicate_attention=released,
+        semantics=semantics,
     )
 
 
@@ -188,7 +187,7 @@ def run(
 
 
 def evaluate_duplication(
-    params, config, *, n_sequences=DUPLICATION_EVAL_SEQUENCES, released: bool = False
+    params, config, *, n_sequences=DUPLICATION_EVAL_SEQUENCES, semantics: str = "paper"
 ) -> dict:
     """Second-half accuracy (%) of one trained model under every column's attention."""
     source = data.from_spec(DUPLICATION_DATA)
@@ -199,8 +198,7 @@ def evaluate_duplication(
             config,
             attention_types=(attention,),
             n_hashes=n_hashes,
-            attend_across_buckets=released,
-            allow_duplicate_attention=released,
+            semantics=semantics,
         )
         scores[col] = round(100 * train.evaluate(params, cfg, batches, seed=7)["accuracy"], 1)
     return scores
@@ -220,7 +218,7 @@ def reproduce_duplication(progress=True) -> dict:
         if res.interrupted:
             raise KeyboardInterrupt
         table[row] = evaluate_duplication(res.params, res.config)
-        released[row] = evaluate_duplication(res.params, res.config, released=True)
+        released[row] = evaluate_duplication(res.params, res.config, semantics="released")
         runs[row] = {"steps": res.step, "seconds": round(res.seconds, 1)}
     plt.close(save_table2_figures(table, released))
     out = {

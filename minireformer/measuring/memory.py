@@ -26,7 +26,7 @@ Three parts:
    reformer            max(b l d_model, b n_h l n_r c)
    ==================  =====================================
 
-3. **The exact model** (:mod:`minireformer.memory_model`, re-exported here): the arrays this
+3. **The exact model** (:mod:`minireformer.measuring.memory_model`, re-exported here): the arrays this
    implementation holds at its peak, counted from the code, for an attention layer
    (:func:`attention_peak_model`) and a training step, reversible or with stored activations
    (:func:`step_peak_model`).
@@ -50,10 +50,10 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import backend
-from .checks import check_positive_int
+from .. import backend
+from ..checks import check_positive_int
+from ..tree import leaves
 from .memory_model import PeakModel, attention_peak_model, step_peak_model
-from .tree import leaves
 
 __all__ = [  # the exact model is re-exported beside the measurement and Table 3
     "GB",

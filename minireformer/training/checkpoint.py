@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, lm
-from .tree import leaves_with_paths, param_spec, path_str
+from .. import backend
+from ..tree import leaves_with_paths, param_spec, path_str
+from . import lm
 
 FORMAT = 1
 LOG_COLUMNS = ("step", "train_loss", "eval_loss", "eval_accuracy", "seconds")

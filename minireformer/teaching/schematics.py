@@ -14,7 +14,7 @@ given) and returns the figure:
   (paper section 3, equation 10), so that only one chunk's (chunk_len, d_ff) hidden layer exists.
 
 The drawings use no random numbers and no fonts other than Matplotlib's default, so a figure saved
-with :func:`minireformer.plotting.save_figure` is the same image on every rebuild.
+with :func:`minireformer.teaching.plotting.save_figure` is the same image on every rebuild.
 
 Shape letters (the README's notation table): L length, Dh head width, K buckets, C chunk length of
 LSH attention, n_c number of chunks.
