@@ -57,10 +57,6 @@ SETUPS = {
 }
 
 
-
-
-
-
 def full_batch(setup: dict, length: int, budget_bytes: float) -> int:
     """B = T / L, or fewer so that one (B, H, L, L) float32 array fits the budget (0: none fits)."""
     per_sequence = setup["n_heads"] * length * length * 4
@@ -95,8 +91,6 @@ def warm_up(setup: dict) -> None:
     arrays = timing.attention_inputs(setup["n_heads"], setup["d_head"], 1, setup["lsh_lengths"][0])
     timing.full_step(*arrays)
     timing.lsh_step(*arrays, chunk_len=setup["chunk_len"], n_hashes=max(setup["rounds"]))
-
-
 
 
 def plot(results: dict):
@@ -161,7 +155,9 @@ def main(argv=None) -> dict:
             batch = setup["tokens"] // length
             arrays = timing.attention_inputs(setup["n_heads"], setup["d_head"], batch, length)
             kwargs = dict(chunk_len=setup["chunk_len"], n_hashes=rounds)
-            rows.append(point(setup, f"lsh-{rounds}", length, batch, timing.lsh_step, *arrays, **kwargs))
+            rows.append(
+                point(setup, f"lsh-{rounds}", length, batch, timing.lsh_step, *arrays, **kwargs)
+            )
         lsh_rows[str(rounds)] = rows
         growth[str(rounds)] = rows[-1]["us_per_token"] / rows[0]["us_per_token"]
         cross[str(rounds)] = timing.crossover(full_rows, rows)

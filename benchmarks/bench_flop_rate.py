@@ -69,7 +69,6 @@ def matmul_rate(a, b, repeats: int) -> dict:
     }
 
 
-
 def plot(results: dict):
     import matplotlib.pyplot as plt
 

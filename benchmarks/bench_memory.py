@@ -5,8 +5,8 @@ linearly with L where full attention's grows as L^2; a model with stored activat
 that grows with depth, a reversible one does not, and chunking the feed-forward and the loss
 removes the (B, L, d_ff) and (B, L, V) terms. Beside every measurement stands the exact memory
 model of ``minireformer.measuring.memory`` (the arrays this implementation holds at its peak, not Table 3's
-orders of growth): ``memory.attention_peak_model(kind, ...)`` for an attention call and
-``memory.step_peak_model(config, batch, length)`` for a training step, each returning ``.total``
+orders of growth): ``memory_model.attention_peak_model(kind, ...)`` for an attention call and
+``memory_model.step_peak_model(config, batch, length)`` for a training step, each returning ``.total``
 bytes and ``.terms`` (name -> bytes).
 
 What it runs (the issue's model, ``common.LM_SETUPS``; float32, batch 1):
@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks import common
 from minireformer import reformer
-from minireformer.measuring import memory, timing
+from minireformer.measuring import memory, memory_model, timing
 
 SETUPS = {
     "full": dict(
@@ -87,7 +87,7 @@ def attention_call(lm: dict, kind: str, length: int, seed: int = 0) -> dict:
     }
     step, kwargs = steps[kind]
     _, peak = memory.measure_peak(step, qk, v, dout, **kwargs)
-    model = memory.attention_peak_model(
+    model = memory_model.attention_peak_model(
         kind,
         batch=1,
         n_heads=config.n_heads,
@@ -108,7 +108,7 @@ def training_step(lm: dict, arch: str, n_layers: int, length: int, seed: int = 0
     tokens = rng.integers(0, config.vocab_size, size=(1, length))
     _, peak = memory.measure_training_step(reformer.loss_and_grads, params, tokens, config, rng)
     row = {"arch": arch, "n_layers": n_layers, "length": length}
-    row.update(model_row(peak, memory.step_peak_model(config, 1, length)))
+    row.update(model_row(peak, memory_model.step_peak_model(config, 1, length)))
     return row
 
 

@@ -17,7 +17,7 @@ What it runs (float32, one sequence, batch 1):
 2. the same model with stored activations, full attention and no chunking (the "Transformer" row
    of Table 3), at L = 512, 1024, 2048, ... doubled while the Table 3 prediction and the measured
    peak stay under a memory budget and the step under a time budget: the largest L that fits;
-3. Table 3's predictions (:func:`minireformer.measuring.memory.table3_memory`) for both at every L measured
+3. Table 3's predictions (:func:`table3.table3_memory`) for both at every L measured
    and at 65,536.
 
 Writes ``benchmarks/results/reformer_memory.json`` and ``figures/bench_reformer_memory.png``.
@@ -38,7 +38,7 @@ import numpy as np
 from benchmarks import common
 from benchmarks.common import GiB, MiB, log
 from minireformer import chunking, lsh, reformer
-from minireformer.measuring import memory, timing
+from minireformer.measuring import memory, table3, timing
 from minireformer.reformer_config import ReformerConfig
 
 # The issue's model (common.LM_SETUPS), the lengths of its training steps, and the baseline's start.
@@ -77,10 +77,10 @@ def baseline_config(setup: dict, length: int) -> ReformerConfig:
     )
 
 
-def table3(setup: dict, arch: str, length: int) -> int:
+def table3_bytes(setup: dict, arch: str, length: int) -> int:
     """Table 3's memory (bytes, float32) of ``arch`` for one sequence of ``length`` tokens."""
     m = setup["model"]
-    return memory.table3_memory(
+    return table3.table3_memory(
         arch,
         batch=1,
         length=length,
@@ -213,7 +213,7 @@ def baseline_sweep(setup: dict, budget_bytes: float, time_budget: float) -> list
     rows = []
     length = setup["baseline_start"]
     while True:
-        predicted = table3(setup, "transformer", length)
+        predicted = table3_bytes(setup, "transformer", length)
         if rows:
             predicted = max(predicted, 4 * rows[-1]["peak_bytes"])
             if 4 * rows[-1]["seconds"] > time_budget:
@@ -227,7 +227,7 @@ def baseline_sweep(setup: dict, budget_bytes: float, time_budget: float) -> list
             break
         log(f"  baseline L={length}: predicted {predicted / MiB:.0f} MiB, running ...")
         row = training_step(baseline_config(setup, length), length)
-        row["table3_bytes"] = table3(setup, "transformer", length)
+        row["table3_bytes"] = table3_bytes(setup, "transformer", length)
         log(f"    peak {row['peak_bytes'] / MiB:.1f} MiB, {row['seconds']:.1f} s")
         rows.append(row)
         length *= 2
@@ -254,7 +254,7 @@ def plot(results: dict, setup: dict):
     )
     ax.loglog(
         grid,
-        [table3(setup, "transformer", n) / MiB for n in grid],
+        [table3_bytes(setup, "transformer", n) / MiB for n in grid],
         "--",
         color="C3",
         label="Transformer, Table 3",
@@ -299,7 +299,7 @@ def plot(results: dict, setup: dict):
         )
     ax.loglog(
         grid,
-        [table3(setup, "reformer", n) / MiB for n in grid],
+        [table3_bytes(setup, "reformer", n) / MiB for n in grid],
         "--",
         color="C0",
         label="Reformer, Table 3",
@@ -350,7 +350,7 @@ def main(argv=None) -> dict:
         parts = components(setup, length)
         log(f"  L={length}: one training step ...")
         row = training_step(reformer_config(setup, length), length, setup=setup)
-        row.update(components=parts, table3_bytes=table3(setup, "reformer", length))
+        row.update(components=parts, table3_bytes=table3_bytes(setup, "reformer", length))
         if "error" not in row:
             log(f"    peak {row['peak_bytes'] / MiB:.1f} MiB, {row['seconds']:.1f} s")
         ref_rows.append(row)
@@ -370,7 +370,7 @@ def main(argv=None) -> dict:
                 f"(this machine is shared)"
             ),
             "predicted_attention_bytes": int(predicted),
-            "table3_bytes": table3(setup, "reformer", target),
+            "table3_bytes": table3_bytes(setup, "reformer", target),
         }
         log(f"  {main_row['skipped']}")
     else:
@@ -378,7 +378,7 @@ def main(argv=None) -> dict:
         parts = components(setup, target)
         log("  one training step ...")
         main_row = training_step(reformer_config(setup, target), target, setup=setup)
-        main_row.update(components=parts, table3_bytes=table3(setup, "reformer", target))
+        main_row.update(components=parts, table3_bytes=table3_bytes(setup, "reformer", target))
         main_row["predicted_attention_bytes"] = int(predicted)
         main_row["max_rss_bytes_after"] = _max_rss()
         if "error" not in main_row:
@@ -394,7 +394,7 @@ def main(argv=None) -> dict:
             continue  # measured in [1/4] or [2/4]
         log(f"  Reformer L={row['length']} ...")
         r = training_step(reformer_config(setup, row["length"]), row["length"])
-        r["table3_bytes"] = table3(setup, "reformer", row["length"])
+        r["table3_bytes"] = table3_bytes(setup, "reformer", row["length"])
         if "error" not in r:
             log(
                 f"  Reformer L={r['length']}: peak {r['peak_bytes'] / MiB:.1f} MiB, "
@@ -408,8 +408,8 @@ def main(argv=None) -> dict:
         baseline=base,
         target_len=target,
         baseline_largest_len=largest,
-        table3_transformer_at_target_bytes=table3(setup, "transformer", target),
-        table3_reformer_at_target_bytes=table3(setup, "reformer", target),
+        table3_transformer_at_target_bytes=table3_bytes(setup, "transformer", target),
+        table3_reformer_at_target_bytes=table3_bytes(setup, "reformer", target),
     )
     ratios = {}
     measured = {r["length"]: r for r in ref_rows if "peak_bytes" in r and "error" not in r}

@@ -106,7 +106,6 @@ def full_budget_option(default_mib: float, what: str):
     return add
 
 
-
 def machine_info() -> dict:
     """Where the numbers were measured: platform, Python, NumPy, backend, cores, BLAS threads."""
     return {

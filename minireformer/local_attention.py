@@ -9,7 +9,7 @@ alternates local and LSH layers. Shared-QK conventions as in
 self NEG_SELF, causal and padding NEG_MASK.
 
 A key that appears in a window several times (only when the sequence has fewer chunks than the
-window is wide) counts once (``windows.Copies``), so the result equals dense attention restricted
+window is wide) counts once (``meetings.Copies``), so the result equals dense attention restricted
 to the band of keys in the window (``reference.local_attention``).
 
 Shape letters: B batch, H heads, L length, Lp padded length (multiple of C), n_c = Lp / C chunks,
@@ -25,16 +25,9 @@ from typing import NamedTuple
 
 from . import backend, checks
 from .attention import unit_norm_backward, unit_norm_forward
-from .windows import (
-    Copies,
-    Window,
-    key_validity,
-    pad_length_axis,
-    padded_length,
-    window_attention_backward,
-    window_attention_forward,
-    window_multiplicity,
-)
+from .chunks import key_validity, pad_length_axis, padded_length, window_multiplicity
+from .meetings import Copies
+from .windows import Window, window_attention_backward, window_attention_forward
 
 
 class LocalAttentionCache(NamedTuple):

@@ -43,16 +43,9 @@ from typing import NamedTuple
 from . import backend, checks, lsh
 from .attention import unit_norm_backward, unit_norm_forward
 from .checks import check_array, check_bool, check_float_array, check_positive_int
-from .windows import (
-    Copies,
-    Window,
-    gather,
-    key_validity,
-    pad_length_axis,
-    padded_length,
-    window_attention_backward,
-    window_attention_forward,
-)
+from .chunks import gather, key_validity, pad_length_axis, padded_length
+from .meetings import Copies
+from .windows import Window, window_attention_backward, window_attention_forward
 
 
 class Semantics(NamedTuple):

@@ -80,7 +80,9 @@ def masked_logits(logits, *, causal=False, mask=None, self_mask=False):
 
 def full_attention(q, k, v, *, causal=False, mask=None):
     """softmax(Q K^T / sqrt(Dh)) V: q, k (B, H, L, Dh), v (B, H, L, Dv) -> (B, H, L, Dv)."""
-    logits = masked_logits(q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]), causal=causal, mask=mask)
+    logits = masked_logits(
+        q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]), causal=causal, mask=mask
+    )
     return softmax(logits) @ v
 
 
@@ -166,7 +168,9 @@ def lsh_attention(
     return shared_qk_attention(qk, v, causal=causal, mask=mask, allowed=counts > 0, weight=weight)
 
 
-def local_attention(qk, v, *, chunk_len, causal=False, mask=None, n_chunks_before=1, n_chunks_after=0):
+def local_attention(
+    qk, v, *, chunk_len, causal=False, mask=None, n_chunks_before=1, n_chunks_after=0
+):
     """Shared-QK attention where query i sees key j iff j's chunk is in i's window.
 
     Chunks are counted on the sequence padded to a multiple of C, and the window wraps around:

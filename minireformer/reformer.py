@@ -29,9 +29,10 @@ from __future__ import annotations
 import functools
 
 from . import backend, checks, embedding, head, tree
+from .attention_sublayer import AttentionSubLayer, init_attention_params
+from .feedforward_sublayer import FeedForwardSubLayer, init_feedforward_params
 from .reformer_config import ReformerConfig
 from .reversible import ReversibleBlock
-from .sublayers import AttentionSubLayer, FeedForwardSubLayer, init_block_params
 
 
 @functools.lru_cache(maxsize=16)
@@ -60,13 +61,24 @@ def build_blocks(config: ReformerConfig, *, dropout: float | None = None) -> tup
     return tuple(blocks)
 
 
+def init_block_params(
+    rng, d_model: int, n_heads: int, d_head: int, d_ff: int, dtype="float32"
+) -> dict:
+    """Parameters of one block: {"attn": F's, "ff": G's} (``attention_sublayer.py``,
+    ``feedforward_sublayer.py``)."""
+    return {
+        AttentionSubLayer.key: init_attention_params(rng, d_model, n_heads, d_head, dtype),
+        FeedForwardSubLayer.key: init_feedforward_params(rng, d_model, d_ff, dtype),
+    }
+
+
 def init_reformer(config: ReformerConfig, rng) -> dict:
     """Parameters of a Reformer LM.
 
     Returns:
         {"embed": {"tokens": (V, D), and "positions": (max_len, D) (learned) or "axial_1":
         (L1, d1), "axial_2": (L2, d2) (axial), nothing more for sinusoids}, "blocks": [N dicts
-        {"attn": ..., "ff": ...} (``sublayers.init_block_params``)], "head": {"ln": {"gamma",
+        {"attn": ..., "ff": ...} (:func:`init_block_params`)], "head": {"ln": {"gamma",
         "beta"} (2D,), "out": {"w": (2D, V), "b": (V,)}}}: the head acts on the two streams side
         by side.
     """
@@ -88,7 +100,8 @@ def init_reformer(config: ReformerConfig, rng) -> dict:
         init_block_params(rng, c.d_model, c.n_heads, c.d_head, c.d_ff, c.dtype)
         for _ in range(c.n_layers)
     ]
-    return {"embed": embed, "blocks": blocks, "head": head.init_head(rng, 2 * c.d_model, c.vocab_size, c.dtype)}
+    out = head.init_head(rng, 2 * c.d_model, c.vocab_size, c.dtype)  # reads the two streams
+    return {"embed": embed, "blocks": blocks, "head": out}
 
 
 def _check_call(params, tokens, config, rng, *, targets, train, loss_mask=None, offset=0):

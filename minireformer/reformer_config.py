@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import lsh, positional
+from .attention_sublayer import ATTENTION_TYPES
 from .checks import check_bool, check_choice, check_positive_int, check_rate
 from .embedding import POSITIONAL_TYPES
 from .layers import ACTIVATIONS
 from .lsh_attention import SEMANTICS
-from .sublayers import ATTENTION_TYPES
 
 DTYPES = ("float32", "float64")
 

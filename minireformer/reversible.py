@@ -27,10 +27,24 @@ a record made by another block, for other shapes or by another call (the record 
 fingerprint of the outputs it produced), so that a stack can never silently recompute a different
 attention pattern than the one it ran.
 
-The sub-layers F and G, and the protocol they follow (draw a record, forward, backward, and the
-memory-saving output and recompute_backward), are in :mod:`minireformer.sublayers`. The block
-gives them the paper's names as functions of a stream: :meth:`ReversibleBlock.F`, ``G``,
-``F_backward`` and ``G_backward``. The same equations with plain functions are in
+The sub-layers (``attention_sublayer.py`` for F, ``feedforward_sublayer.py`` for G) follow one
+protocol:
+
+    key                                      the name of its parameters in the block's dict
+    draw(rng, shape) -> record               the step's random choices for inputs (B, L, D)
+    check_record(record, shape)              ValueError unless it is one of its own, for this shape
+    forward(x, p, record, mask) -> (out, cache)     cache.record: the record, completed by the
+                                             first run (the LSH buckets it hashed)
+    backward(dout, cache) -> (dx, dp)
+
+and two memory-saving forms of the same computations, which the block uses:
+
+    output(x, p, record, mask) -> (out, record)                no cache: activations freed at once
+    recompute_backward(x, p, record, mask, dout) -> (out, dx, dp)   forward and backward together,
+                                             one group of heads (or one chunk) at a time
+
+The block gives them the paper's names as functions of a stream: :meth:`ReversibleBlock.F`,
+``G``, ``F_backward`` and ``G_backward``. The same equations with plain functions are in
 ``reference.py`` (``reversible_forward``, ``reversible_reverse``).
 
 The same blocks also run with stored activations (:meth:`ReversibleBlock.forward_stored` /
@@ -62,8 +76,8 @@ class BlockRecord(NamedTuple):
     block: str  # the name of the block that made it
     shape: tuple  # (B, L, D) of each stream
     mask: object  # (B, L) bool padding mask, or None
-    f: object  # F's record (sublayers.AttentionRecord): rotations, buckets (B, H, R, L), seed
-    g: object  # G's record (sublayers.FeedForwardRecord): its dropout seed
+    f: object  # F's record (an AttentionRecord): rotations, buckets (B, H, R, L), its seed
+    g: object  # G's record (a FeedForwardRecord): its dropout seed
     fingerprint: object  # (2, B, L) float64: the sums over D of y1 and y2 it produced
 
 
@@ -99,7 +113,7 @@ class ReversibleBlock:
         checks.streams(names, a, b)
         check_keys("params", params, (self.f.key, self.g.key))
 
-    # --- F and G as functions of a stream (paper eqs. 7-8) -----------------------------------------
+    # --- F and G as functions of a stream (paper eqs. 7-8) ---------------------------------------
 
     def F(self, x, params, record):  # noqa: N802 (the paper's name)
         """F(x) (B, L, D) as this block's attention computed it in the call ``record`` records."""
@@ -117,7 +131,7 @@ class ReversibleBlock:
         """(G(x), G'(x)^T dout, dG's parameters)."""
         return self.g.recompute_backward(x, params[self.g.key], record.g, record.mask, dout)
 
-    # --- records -----------------------------------------------------------------------------------
+    # --- records ---------------------------------------------------------------------------------
 
     @checks.door
     def _check_record(self, record, y1, y2) -> None:
@@ -223,4 +237,3 @@ class ReversibleBlock:
         dx1 = dy1 + dy1_g
         dx2_f, dp_f = self.f.backward(dx1, cache.f)
         return dx1, dy2 + dx2_f, {self.f.key: dp_f, self.g.key: dp_g}
-

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import attention, checks, embedding, head, layers, tree
+from . import checks, embedding, head, layers, multihead_attention, tree
 from .checks import check_bool, check_choice, check_positive_int, check_rate
 
 DTYPES = ("float32", "float64")
@@ -93,7 +93,7 @@ def init_transformer(config: TransformerConfig, rng) -> dict:
         blocks.append(
             {
                 "ln1": {"gamma": g1, "beta": b1},
-                "attn": attention.init_multihead_attention(
+                "attn": multihead_attention.init_multihead_attention(
                     rng, c.d_model, c.n_heads, c.d_head, dt, shared_qk=c.shared_qk
                 ),
                 "ln2": {"gamma": g2, "beta": b2},
@@ -116,7 +116,7 @@ def init_transformer(config: TransformerConfig, rng) -> dict:
 
 class BlockCache(NamedTuple):
     ln1: layers.LayerNormCache
-    attn: attention.MultiheadAttentionCache
+    attn: multihead_attention.MultiheadAttentionCache
     drop1: layers.DropoutCache
     ln2: layers.LayerNormCache
     ff: layers.FeedForwardCache
@@ -131,7 +131,9 @@ def block_forward(p: dict, x, *, n_heads: int, causal: bool, dropout: float = 0.
     """
     s_attn, s_hidden, s_ff = (None, None, None) if seeds is None else seeds
     h, ln1 = layers.layernorm_forward(x, p["ln1"]["gamma"], p["ln1"]["beta"])
-    a, attn = attention.multihead_attention_forward(h, p["attn"], n_heads=n_heads, causal=causal)
+    a, attn = multihead_attention.multihead_attention_forward(
+        h, p["attn"], n_heads=n_heads, causal=causal
+    )
     a, drop1 = layers.dropout_forward(a, dropout, s_attn)
     x = x + a  # (B, L, D) residual
     h, ln2 = layers.layernorm_forward(x, p["ln2"]["gamma"], p["ln2"]["beta"])
@@ -148,7 +150,7 @@ def block_backward(dy, cache: BlockCache):
     dh, dg2, db2 = layers.layernorm_backward(dh, cache.ln2)
     dx = dy + dh  # gradient at the middle of the block
     da = layers.dropout_backward(dx, cache.drop1)
-    dh, dattn = attention.multihead_attention_backward(da, cache.attn)
+    dh, dattn = multihead_attention.multihead_attention_backward(da, cache.attn)
     dh, dg1, db1 = layers.layernorm_backward(dh, cache.ln1)
     grads = {
         "ln1": {"gamma": dg1, "beta": db1},

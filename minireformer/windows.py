@@ -17,7 +17,7 @@ Two more rules, both described by the :class:`Window`:
 - ``copies``: a key met several times among a query's keys (in several LSH rounds, or a chunk
   repeated in the window of a sequence shorter than the window) would count several times; with
   ``copies`` given, log N_ij is subtracted from the logit, N_ij being how often query i meets key
-  j (paper Appendix A), so that each key counts once.
+  j (paper Appendix A; counted in ``meetings.py``), so that each key counts once.
 
 The softmax runs block by block (:data:`BLOCK_ELEMENTS` logits at a time), and the (C, W) weights
 are never stored: the backward recomputes them from each query's maximum and scale, as
@@ -30,113 +30,19 @@ R rounds, Lp padded length.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from . import backend
 from .attention import NEG_MASK, mask_logits
+from .chunks import add_window, gather, window_index, window_of
+from .meetings import meeting_counts
 
 # Logits computed at once, per block of chunks: 2^18 entries is 1 MiB in float32, small enough to
 # stay in the CPU's cache, large enough that NumPy's per-call overhead is small.
 BLOCK_ELEMENTS = 2**18
 
 
-# --- Chunks and their windows ----------------------------------------------------------------
-
-
-def padded_length(length: int, chunk_len: int) -> int:
-    """The smallest multiple of ``chunk_len`` that is >= ``length``."""
-    return chunk_len * math.ceil(length / chunk_len)
-
-
-def pad_length_axis(x, padded_len: int):
-    """Zero-pad axis 2 of x (B, H, L, ...) to ``padded_len``; no copy when nothing is added."""
-    extra = padded_len - x.shape[2]
-    if extra == 0:
-        return x
-    xp = backend.array_module(x)
-    widths = [(0, 0)] * x.ndim
-    widths[2] = (0, extra)
-    return xp.pad(x, widths)
-
-
-def key_validity(mask, batch: int, n_heads: int, length: int, padded_len: int):
-    """(B, H, Lp) bool, False for internal padding and for masked tokens; None if all valid."""
-    if mask is None and padded_len == length:
-        return None
-    xp = backend.get_xp() if mask is None else backend.array_module(mask)
-    valid = xp.arange(padded_len) < length  # (Lp,)
-    if mask is not None:
-        valid = valid & pad_length_axis(mask[:, None, :], padded_len)  # (B, 1, Lp)
-    return xp.broadcast_to(valid, (batch, n_heads, padded_len))
-
-
-def gather(x, index):
-    """x[b, h, index[b, h, m]]: x (B, H, N, ...), integer index (B, H, M) -> (B, H, M, ...)."""
-    xp = backend.array_module(x, index)
-    batch, n_heads, n = x.shape[:3]
-    # one flat take (faster than take_along_axis): row b*H + h starts at (b*H + h) * N
-    starts = (xp.arange(batch * n_heads) * n).reshape(batch, n_heads, 1)
-    flat = x.reshape((batch * n_heads * n,) + x.shape[3:])
-    return xp.take(flat, index + starts, axis=0)  # (B, H, M, ...)
-
-
-def window_index(start: int, stop: int, n_chunks: int, n_before: int, n_after: int, xp):
-    """(m, n_blocks) int: entry [c - start, i] is chunk (c + i - n_before) mod n_c, the i-th block
-    of chunk c's window, for the m = stop - start chunks c in [start, stop)."""
-    offsets = xp.arange(-n_before, n_after + 1)  # (n_blocks,)
-    return (xp.arange(start, stop)[:, None] + offsets[None, :]) % n_chunks
-
-
-def window_of(x, index):
-    """The windows of some chunks, by index arithmetic: x (B, H, n_c, C, ...) and ``index``
-    (m, n_blocks) from :func:`window_index` -> (B, H, m, W, ...), W = n_blocks * C."""
-    xp = backend.array_module(x)
-    y = xp.take(x, index, axis=2)  # (B, H, m, n_blocks, C, ...)
-    return y.reshape(y.shape[:3] + (-1,) + y.shape[5:])
-
-
-def add_window(acc, dwindow, index) -> None:
-    """The adjoint of :func:`window_of`, in place: add dwindow (B, H, m, W, ...) into acc
-    (B, H, n_c, C, ...), each block of C slots to the chunk it was copied from."""
-    n_blocks = index.shape[1]
-    parts = dwindow.reshape(dwindow.shape[:3] + (n_blocks, -1) + dwindow.shape[4:])
-    for i in range(n_blocks):
-        # the m chunks of one column of ``index`` are distinct (m <= n_c), so += is exact
-        acc[:, :, index[:, i]] += parts[:, :, :, i]
-
-
-def window_multiplicity(delta, n_chunks: int, n_before: int, n_after: int):
-    """How many window offsets d in [-n_before, n_after] have d = delta (mod n_chunks).
-
-    A key chunk at ``delta`` chunks from the query chunk appears that many times in the query's
-    window: once when n_chunks >= n_before + 1 + n_after, possibly more on short sequences, and 0
-    when it is outside the window. ``delta`` is any integer array; the result has its shape.
-    """
-    xp = backend.array_module(delta)
-    delta = delta % n_chunks  # in [0, n_chunks)
-    # #{d in [lo, hi]: d = delta mod n} = floor((hi - delta) / n) - floor((lo - 1 - delta) / n)
-    return xp.floor_divide(n_after - delta, n_chunks) - xp.floor_divide(
-        -n_before - 1 - delta, n_chunks
-    )
-
-
 # --- What the logits of a window depend on ---------------------------------------------------
-
-
-class Copies(NamedTuple):
-    """Where every copy of every key lies, so that a query's meetings with each key are counted.
-
-    A key j has R copies (one per LSH round; R = 1 for local attention). Query i (its copy in
-    round r, in chunk c) meets copy r2 of key j once for each window offset d with
-    location[r2, j] = (the location of chunk c + d in round r): the location is the chunk itself,
-    or, when only keys of the query's own bucket count, (bucket code) * n_c + chunk, so that one
-    comparison tests both.
-    """
-
-    chunk: object  # (B, H, R, Lp) int: the chunk of each copy
-    location: object  # (B, H, R, Lp) int: its location (above)
-    rounds_meet: bool  # a query's window meets copies of every round (not only its own)
 
 
 class Window(NamedTuple):
@@ -146,7 +52,7 @@ class Window(NamedTuple):
     n_before, n_after: chunks looked back / ahead. causal: mask keys after the query.
     key_valid: None or bool (B, H, n_c, C), False for padding keys.
     group: None or integer (B, H, n_c, C): a query only attends to keys of its own group.
-    copies: None, or :class:`Copies`: subtract log N_ij, the count of meetings (module docstring).
+    copies: None, or ``meetings.Copies``: subtract log N_ij, how often each query meets each key.
     rows: None when q, k, v are given per slot (B, H, n_c, C, .); or int (B, H, n_c, C), the row
         of each slot in q, k, v given per position (B, H, Lp, .): LSH's sorted order is then
         followed block by block, and no sorted copy of q, k, v is made.
@@ -158,36 +64,8 @@ class Window(NamedTuple):
     causal: bool
     key_valid: object = None
     group: object = None
-    copies: Copies | None = None
+    copies: object = None
     rows: object = None
-
-
-def meeting_counts(win: Window, chunks, index, dtype):
-    """N (B, H, m, C, W) for the queries of ``chunks`` over their windows ``index``: how often
-    each query meets each window key, counted from ``win.copies`` without any N x N array (as
-    trax does). Each meeting is one occurrence of the key among the keys the query attends to.
-    """
-    copies = win.copies
-    xp = backend.array_module(copies.chunk)
-    batch, n_heads, n_rounds, _ = copies.chunk.shape
-    n_chunks, chunk_len = win.pos.shape[2:4]
-    m = index.shape[0]
-    tokens = xp.broadcast_to(win.pos, (batch, n_heads, n_chunks, chunk_len))  # slot -> position
-    q_tok = tokens[:, :, chunks].reshape(batch, n_heads, -1)  # (B, H, m*C)
-    k_tok = window_of(tokens, index).reshape(batch, n_heads, -1)  # (B, H, m*W)
-    q_shape, k_shape = (batch, n_heads, m, -1, 1), (batch, n_heads, m, 1, -1)
-    # where the window's keys are in every round: R x (B, H, m, 1, W)
-    k_loc = [gather(copies.location[:, :, r], k_tok).reshape(k_shape) for r in range(n_rounds)]
-    counts = xp.zeros((batch, n_heads, m, chunk_len, k_loc[0].shape[-1]), dtype=dtype)
-    for r in range(n_rounds):
-        q_chunk = gather(copies.chunk[:, :, r], q_tok)  # (B, H, m*C)
-        q_bucket = gather(copies.location[:, :, r], q_tok) - q_chunk  # bucket code * n_c, or 0
-        for d in range(-win.n_before, win.n_after + 1):
-            # the location of a key d chunks from the query in round r: (B, H, m, C, 1)
-            want = (q_bucket + (q_chunk + d) % n_chunks).reshape(q_shape)
-            for r2 in range(n_rounds) if copies.rounds_meet else (r,):
-                counts += k_loc[r2] == want  # (B, H, m, C, W)
-    return counts
 
 
 # --- The block loop --------------------------------------------------------------------------

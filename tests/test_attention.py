@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minireformer import attention as A
+from minireformer import multihead_attention as MHA
 from minireformer.measuring.gradcheck import check_op
 
 B, H, L, DH = 2, 3, 6, 4
@@ -140,10 +141,10 @@ def _mha_op(names):
     """multihead attention as an op of (x, *weights) so that check_op differentiates each."""
 
     def forward(x, *weights, **kwargs):
-        return A.multihead_attention_forward(x, dict(zip(names, weights)), **kwargs)
+        return MHA.multihead_attention_forward(x, dict(zip(names, weights)), **kwargs)
 
     def backward(dout, cache):
-        dx, dp = A.multihead_attention_backward(dout, cache)
+        dx, dp = MHA.multihead_attention_backward(dout, cache)
         assert list(dp) == list(names)
         return (dx, *(dp[n] for n in names))
 
@@ -155,7 +156,7 @@ def _mha_op(names):
 def test_multihead_gradcheck(causal, padded, shared_qk):
     rng = _rng(5)
     d_model, n_heads, d_head = 5, 2, 3
-    p = A.init_multihead_attention(rng, d_model, n_heads, d_head, np.float64, shared_qk=shared_qk)
+    p = MHA.init_multihead_attention(rng, d_model, n_heads, d_head, np.float64, shared_qk=shared_qk)
     names = tuple(p)
     x = rng.standard_normal((B, L, d_model))
     mask = _padding_mask() if padded else None
@@ -174,9 +175,9 @@ def test_multihead_gradcheck(causal, padded, shared_qk):
 def test_multihead_matches_heads():
     """The layer is projection -> split -> attention_forward -> merge -> projection."""
     rng = _rng(6)
-    p = A.init_multihead_attention(rng, 8, 2, 4, np.float64)
+    p = MHA.init_multihead_attention(rng, 8, 2, 4, np.float64)
     x = rng.standard_normal((B, L, 8))
-    out, cache = A.multihead_attention_forward(x, p, n_heads=2, causal=True)
+    out, cache = MHA.multihead_attention_forward(x, p, n_heads=2, causal=True)
     q, k, v = (A.split_heads(x @ p[n], 2) for n in ("w_q", "w_k", "w_v"))
     ref = A.merge_heads(A.attention_forward(q, k, v, causal=True)[0]) @ p["w_o"]
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
@@ -184,7 +185,7 @@ def test_multihead_matches_heads():
 
 
 def test_init_multihead_attention():
-    p = A.init_multihead_attention(_rng(7), 64, 4, 8, np.float32)
+    p = MHA.init_multihead_attention(_rng(7), 64, 4, 8, np.float32)
     assert {n: w.shape for n, w in p.items()} == {
         "w_q": (64, 32),
         "w_k": (64, 32),
@@ -193,13 +194,13 @@ def test_init_multihead_attention():
     }
     assert all(w.dtype == np.float32 for w in p.values())
     assert abs(p["w_q"].std() - 1 / 8) < 0.01  # N(0, 1/fan_in)
-    assert set(A.init_multihead_attention(_rng(7), 8, 2, 4, np.float32, shared_qk=True)) == {
+    assert set(MHA.init_multihead_attention(_rng(7), 8, 2, 4, np.float32, shared_qk=True)) == {
         "w_qk",
         "w_v",
         "w_o",
     }
     with pytest.raises(TypeError, match="^dtype: expected a floating-point dtype"):
-        A.init_multihead_attention(_rng(7), 8, 2, 4, "int32")
+        MHA.init_multihead_attention(_rng(7), 8, 2, 4, "int32")
 
 
 def _assert_causal(fn, inputs, t):
@@ -221,9 +222,11 @@ def test_causality(t):
     q, k, v = _heads(rng), _heads(rng), _heads(rng)
     _assert_causal(lambda q, k, v: A.attention_forward(q, k, v, causal=True)[0], [q, k, v], t)
     _assert_causal(lambda qk, v: A.shared_qk_attention_forward(qk, v, causal=True)[0], [q, v], t)
-    p = A.init_multihead_attention(rng, 6, 2, 3, np.float64)
+    p = MHA.init_multihead_attention(rng, 6, 2, 3, np.float64)
     x = rng.standard_normal((B, L, 6))
-    _assert_causal(lambda x: A.multihead_attention_forward(x, p, n_heads=2, causal=True)[0], [x], t)
+    _assert_causal(
+        lambda x: MHA.multihead_attention_forward(x, p, n_heads=2, causal=True)[0], [x], t
+    )
 
 
 def test_shared_qk_causal_token_zero_attends_to_itself():
@@ -357,12 +360,12 @@ def test_bad_input_heads_ops():
 
 def test_bad_input_multihead_and_heads():
     rng = _rng(15)
-    p = A.init_multihead_attention(rng, 6, 2, 3, np.float64)
+    p = MHA.init_multihead_attention(rng, 6, 2, 3, np.float64)
     x = rng.standard_normal((B, L, 6))
     _bad(
         ValueError,
         "n_heads: expected a divisor of the projection width 6, got 4",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x,
         p,
         n_heads=4,
@@ -370,7 +373,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         ValueError,
         "n_heads: expected a positive integer, got 0",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x,
         p,
         n_heads=0,
@@ -378,7 +381,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         ValueError,
         r"w_q: expected shape \(5, 'any'\), got \(6, 6\)",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x[..., :5],
         p,
         n_heads=2,
@@ -386,7 +389,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         ValueError,
         r"w_o: expected shape \(6, 6\), got \(5, 6\)",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x,
         {**p, "w_o": p["w_o"][:5]},
         n_heads=2,
@@ -394,7 +397,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         ValueError,
         r"p: expected keys \['w_k', 'w_o', 'w_q', 'w_v'\], got \['w_k', 'w_o', 'w_q'\]",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x,
         {n: w for n, w in p.items() if n != "w_v"},
         n_heads=2,
@@ -402,7 +405,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         TypeError,
         "x: expected a floating-point array, got dtype int64",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x.astype(np.int64),
         p,
         n_heads=2,
@@ -410,7 +413,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         ValueError,
         r"mask: expected shape \(2, 6\)",
-        A.multihead_attention_forward,
+        MHA.multihead_attention_forward,
         x,
         p,
         n_heads=2,
@@ -432,7 +435,7 @@ def test_bad_input_multihead_and_heads():
     _bad(
         ValueError,
         "d_head: expected a positive integer, got -1",
-        A.init_multihead_attention,
+        MHA.init_multihead_attention,
         rng,
         6,
         2,

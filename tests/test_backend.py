@@ -207,12 +207,12 @@ def test_training_steps_on_the_cupy_stand_in_match_numpy(fake_cupy, tiny_models)
 
 def _tiny_run(out, progress=False):
     """Six steps of a one-layer LSH Reformer on the duplication task, checkpointed to ``out``."""
-    from minireformer.training import data, train
+    from minireformer.training import data, settings, train
 
     config = ReformerConfig(
         vocab_size=8, d_model=16, n_heads=2, d_ff=32, n_layers=1, chunk_len=4, max_len=16
     )
-    settings = train.TrainConfig(
+    settings = settings.TrainConfig(
         steps=6, batch_size=4, warmup=2, eval_every=3, eval_batches=1, checkpoint_every=3, seed=5
     )
     task = data.DuplicationTask(n_symbols=7, word_len=7, eval_seed=99)

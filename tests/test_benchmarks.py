@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from minireformer import attention, lsh_attention
-from minireformer.measuring import flops, memory
+from minireformer.measuring import flops, table3
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("bench_*.py"))
@@ -144,7 +144,7 @@ def test_lm_step_results(quick_results, bench_module):
         row = steps[length]
         assert "error" not in row and row["peak_bytes"] > 0, length
         check_timing(row["time"], f"step L={length}")
-        assert row["table3_bytes"] == bench.table3(bench.QUICK, "reformer", length)
+        assert row["table3_bytes"] == bench.table3_bytes(bench.QUICK, "reformer", length)
 
     base = saved["baseline"]
     assert len(base) >= 3 and saved["baseline_largest_len"] == base[-1]["length"]
@@ -154,7 +154,7 @@ def test_lm_step_results(quick_results, bench_module):
     assert base[-1]["peak_bytes"] > 2.5 * base[-2]["peak_bytes"]
     # at the baseline's largest L the Reformer needs less memory than the baseline
     assert saved["ratios"]["baseline_over_reformer_at_largest_baseline_len"] > 1
-    assert saved["table3_transformer_at_target_bytes"] == memory.table3_memory(
+    assert saved["table3_transformer_at_target_bytes"] == table3.table3_memory(
         "transformer",
         batch=1,
         length=bench.QUICK["target_len"],
@@ -180,7 +180,7 @@ def test_baseline_sweep_stops_at_the_budget(bench_module):
         assert row["table3_bytes"] <= 2 * 2**20
     last = rows[-1]
     predicted_next = max(
-        bench.table3(bench.QUICK, "transformer", 2 * last["length"]), 4 * last["peak_bytes"]
+        bench.table3_bytes(bench.QUICK, "transformer", 2 * last["length"]), 4 * last["peak_bytes"]
     )
     assert predicted_next > 2 * 2**20
 

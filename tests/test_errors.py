@@ -16,15 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minireformer import attention as A
+from minireformer import attention_sublayer as S
 from minireformer import chunking as Ch
 from minireformer import embedding as Em
+from minireformer import feedforward_sublayer as G
 from minireformer import layers as Ly
 from minireformer import local_attention as CA
 from minireformer import loss as Lo
 from minireformer import lsh
 from minireformer import lsh_attention as LA
+from minireformer import multihead_attention as MHA
 from minireformer import reformer as R
-from minireformer import sublayers as S
 from minireformer import transformer as M
 from minireformer.measuring import gradcheck as GC
 from minireformer.reformer_config import ReformerConfig
@@ -112,7 +114,7 @@ CASES = [
      "q: expected dtype float32 or float64"),
     ("local-float16", lambda: CA.local_attention_forward(Q.astype(np.float16),
      Q.astype(np.float16), chunk_len=4), TypeError, "qk: expected dtype float32 or float64"),
-    ("init-float16", lambda: A.init_multihead_attention(g(), 8, 2, 4, "float16"), TypeError,
+    ("init-float16", lambda: MHA.init_multihead_attention(g(), 8, 2, 4, "float16"), TypeError,
      "dtype: expected a floating-point dtype, one of ('float32', 'float64'), got float16"),
     ("config-float16", lambda: ReformerConfig(**{**vars(C), "dtype": "float16",
      "d_head": None}), ValueError, "dtype: expected one of ('float32', 'float64')"),
@@ -129,7 +131,7 @@ CASES = [
      ValueError, "semantics: expected 'paper', 'released' or a Semantics"),
     ("lsh-switch-str", lambda: LA.lsh_attention_forward(Q, Q, semantics=LA.Semantics("no",
      False), **LSH), TypeError, "attend_across_buckets: expected True or False"),
-    ("multihead-causal-str", lambda: A.multihead_attention_forward(Q[0], A.init_multihead_attention(
+    ("multihead-causal-str", lambda: MHA.multihead_attention_forward(Q[0], MHA.init_multihead_attention(
      g(), 4, 2, 2), n_heads=2, causal="False"), TypeError, "causal: expected True or False"),
     ("sublayer-causal-str", lambda: S.AttentionSubLayer("full", n_heads=2, d_head=4,
      causal="False"), TypeError, "causal: expected True or False"),
@@ -287,7 +289,7 @@ def test_numpy_scalars_are_accepted_as_numbers():
     assert np.all(params["w"] < 1)
     config = ReformerConfig(**{**vars(C), "dropout": np.float32(0.5), "d_head": None})
     assert type(config.dropout) is float and config.dropout == 0.5
-    assert S.FeedForwardSubLayer(dropout=np.float32(0.25)).dropout == 0.25
+    assert G.FeedForwardSubLayer(dropout=np.float32(0.25)).dropout == 0.25
     _, norm = O.clip_by_global_norm({"a": np.ones(4)}, np.float32(1.0))
     assert norm == 2.0
     assert (

@@ -13,7 +13,7 @@ import pytest
 from minireformer import attention, backend, layers, local_attention, lsh_attention, tree
 from minireformer.measuring import memory
 from minireformer.reformer_config import ReformerConfig
-from minireformer.training import checkpoint, data, lm, sampling, train
+from minireformer.training import checkpoint, data, lm, sampling, settings, train
 
 pytestmark = pytest.mark.gpu
 DTYPES = ("float64", "float32")
@@ -133,7 +133,7 @@ TASK = data.DuplicationTask(n_symbols=7, word_len=7, eval_seed=99)  # L = 16, V 
 TINY = ReformerConfig(
     vocab_size=8, d_model=16, n_heads=2, d_ff=32, n_layers=2, chunk_len=4, max_len=16
 )
-SETTINGS = train.TrainConfig(
+SETTINGS = settings.TrainConfig(
     steps=4, batch_size=4, warmup=2, eval_every=2, eval_batches=1, checkpoint_every=2, seed=5
 )
 

@@ -410,9 +410,7 @@ def test_blocks_of_chunks_change_nothing(monkeypatch, chunks_per_block, causal, 
     out1, cache1, across, dup = run(qk, v, mask, rng=np.random.default_rng(0), **settings)
     grads1 = lsh_attention_backward(dout, cache1)
     width = (nb + 1 + na) * chunk_len
-    monkeypatch.setattr(
-        windows, "BLOCK_ELEMENTS", chunks_per_block * b * h * chunk_len * width
-    )
+    monkeypatch.setattr(windows, "BLOCK_ELEMENTS", chunks_per_block * b * h * chunk_len * width)
     out, cache, _, _ = run(qk, v, mask, rng=np.random.default_rng(0), **settings)
     ref = dense(qk, v, cache.buckets, 4, chunk_len, causal=causal, mask=mask, nb=nb,
                          na=na, across=across, dup=dup)  # fmt: skip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minireformer import transformer
-from minireformer.measuring import memory
+from minireformer.measuring import memory, table3
 
 MB = 10**6
 
@@ -96,26 +96,26 @@ def test_measure_training_step_excludes_parameters():
 
 def test_paper_arithmetic():
     # 0.5B parameters per layer "account for 2GB of memory"
-    assert memory.param_bytes(500_000_000) == 2 * memory.GB
+    assert table3.param_bytes(500_000_000) == 2 * table3.GB
     # 64K tokens x 1K x batch 8 = 0.5B floats, "another 2GB" (2 GiB exactly)
-    assert memory.activation_bytes(8, 64 * 1024, 1024) == 2 * memory.GiB
+    assert table3.activation_bytes(8, 64 * 1024, 1024) == 2 * memory.GiB
     # a 96-layer model of such layers needs about 400 GB
-    total = memory.per_layer_estimate_bytes(
+    total = table3.per_layer_estimate_bytes(
         96, params_per_layer=500_000_000, batch=8, length=64 * 1024, d_model=1024
     )
-    assert total == 96 * (2 * memory.GB + 2 * memory.GiB)
-    assert 390 * memory.GB < total < 410 * memory.GB
+    assert total == 96 * (2 * table3.GB + 2 * memory.GiB)
+    assert 390 * table3.GB < total < 410 * table3.GB
     # a 64K x 64K float32 attention matrix is 16GB (16 GiB exactly)
-    assert memory.attention_matrix_bytes(64 * 1024) == 16 * memory.GiB
-    assert memory.attention_matrix_bytes(64 * 1024, batch=2, n_heads=8) == 256 * memory.GiB
+    assert table3.attention_matrix_bytes(64 * 1024) == 16 * memory.GiB
+    assert table3.attention_matrix_bytes(64 * 1024, batch=2, n_heads=8) == 256 * memory.GiB
 
 
 def test_transformer_activation_bytes_by_hand():
     # b=2, l=16, d=8, f=32, h=2, dh=4: per block 2*16*(32+32+64) + 2*2*256 = 4096 + 1024 = 5120
-    got = memory.transformer_activation_bytes(2, 16, 8, 32, 2, 3, dtype_bytes=8)
+    got = table3.transformer_activation_bytes(2, 16, 8, 32, 2, 3, dtype_bytes=8)
     assert got == 3 * 5120 * 8
     # the output head adds 2 b l V once
-    with_head = memory.transformer_activation_bytes(2, 16, 8, 32, 2, 3, vocab_size=10)
+    with_head = table3.transformer_activation_bytes(2, 16, 8, 32, 2, 3, vocab_size=10)
     assert with_head == (3 * 5120 + 2 * 2 * 16 * 10) * 4
 
 
@@ -131,27 +131,27 @@ TABLE3_BY_HAND = {
 SMALL = dict(batch=2, length=32, d_model=8, d_ff=48, n_heads=2, n_layers=3, n_hashes=2, chunk_len=4)
 
 
-@pytest.mark.parametrize("arch", memory.TABLE3_ARCHS)
+@pytest.mark.parametrize("arch", table3.TABLE3_ARCHS)
 def test_table3_rows_by_hand(arch):
-    assert memory.table3_memory(arch, **SMALL) == TABLE3_BY_HAND[arch] * 4
-    assert memory.table3_memory(arch, **SMALL, dtype_bytes=8) == TABLE3_BY_HAND[arch] * 8
+    assert table3.table3_memory(arch, **SMALL) == TABLE3_BY_HAND[arch] * 4
+    assert table3.table3_memory(arch, **SMALL, dtype_bytes=8) == TABLE3_BY_HAND[arch] * 8
 
 
 def test_table3_with_the_papers_c():
     # The paper writes c = 128^2; then the LSH term is b n_h l n_r 128^2.
-    got = memory.table3_memory("reformer", **SMALL, c=128**2)
+    got = table3.table3_memory("reformer", **SMALL, c=128**2)
     assert got == 2 * 2 * 32 * 2 * 128**2 * 4
 
 
 def test_table3_bad_input():
     with pytest.raises(ValueError, match="arch.*'performer'"):
-        memory.table3_memory("performer", **SMALL)
+        table3.table3_memory("performer", **SMALL)
     with pytest.raises(ValueError, match="n_layers"):
-        memory.table3_memory("transformer", **{**SMALL, "n_layers": 0})
+        table3.table3_memory("transformer", **{**SMALL, "n_layers": 0})
     with pytest.raises(ValueError, match="dtype_bytes"):
-        memory.table3_memory("transformer", **SMALL, dtype_bytes=3)
+        table3.table3_memory("transformer", **SMALL, dtype_bytes=3)
     with pytest.raises(TypeError, match="length"):
-        memory.table3_memory("transformer", **{**SMALL, "length": 3.5})
+        table3.table3_memory("transformer", **{**SMALL, "length": 3.5})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_stored_activation_memory_grows_linearly_with_depth():
         peaks[n_layers] = memory.measure_training_step(
             transformer.loss_and_grads, params, tokens, config
         )[1]
-    per_layer = memory.transformer_activation_bytes(1, 128, 32, 128, 2, 1, d_head=16)
+    per_layer = table3.transformer_activation_bytes(1, 128, 32, 128, 2, 1, d_head=16)
     # equal steps in depth give equal steps in memory ...
     assert 1.9 < (peaks[8] - peaks[4]) / (peaks[4] - peaks[2]) < 2.1
     # ... of the size of one block's cached activations

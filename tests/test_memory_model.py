@@ -15,7 +15,7 @@ from minireformer import reformer
 from minireformer.attention import shared_qk_attention_backward, shared_qk_attention_forward
 from minireformer.local_attention import local_attention_backward, local_attention_forward
 from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
-from minireformer.measuring import memory
+from minireformer.measuring import memory, memory_model
 from minireformer.reformer_config import ReformerConfig
 
 TOLERANCE = 0.15
@@ -63,7 +63,7 @@ def test_attention_model_predicts_the_measured_peak(
     batch, heads = heads
     measured = measured_attention(kind, batch, heads, length, chunk_len, n_hashes, released,
                                   mask=length == 1000)  # fmt: skip
-    model = memory.attention_peak_model(
+    model = memory_model.attention_peak_model(
         kind, batch=batch, n_heads=heads, length=length, d_head=16, chunk_len=chunk_len,
         n_hashes=n_hashes, mask=length == 1000, semantics="released" if released else "paper",
     )  # fmt: skip
@@ -104,6 +104,6 @@ def test_step_model_predicts_the_measured_peak(
     _, measured = memory.measure_training_step(
         lambda p: reformer.loss_and_grads(p, tokens, config, rng=np.random.default_rng(1)), params
     )
-    model = memory.step_peak_model(config, 1, length)
+    model = memory_model.step_peak_model(config, 1, length)
     assert model.total == sum(model.terms.values()) and model.phase
     assert abs(model.total / measured - 1) < TOLERANCE, (model.phase, model.total, measured)

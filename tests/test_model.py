@@ -207,7 +207,9 @@ def test_tokens_wrong_dtype_or_shape():
     with pytest.raises(ValueError, match="tokens: expected 2 dimensions"):
         transformer.loss_and_grads(params, tokens[0], config)
     long = np.zeros((2, 9), dtype=np.int64)
-    with pytest.raises(ValueError, match=r"tokens: expected length in \[2, max_len \+ 1 = 8\].*9\)"):
+    with pytest.raises(
+        ValueError, match=r"tokens: expected length in \[2, max_len \+ 1 = 8\].*9\)"
+    ):
         transformer.loss_and_grads(params, long, config)
     with pytest.raises(ValueError, match="tokens: expected length in"):
         transformer.loss_and_grads(params, tokens[:, :1], config)

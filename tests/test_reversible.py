@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from minireformer import layers, reference, tree
+from minireformer.attention_sublayer import AttentionSubLayer
+from minireformer.feedforward_sublayer import FeedForwardSubLayer
 from minireformer.measuring.gradcheck import check_tree, rel_error
+from minireformer.reformer import init_block_params
 from minireformer.reversible import BlockRecord, ReversibleBlock
-from minireformer.sublayers import AttentionSubLayer, FeedForwardSubLayer, init_block_params
 from minireformer.tree import leaves_with_paths, path_str
 
 B, L, D, H, DH, F = 2, 16, 8, 2, 4, 16

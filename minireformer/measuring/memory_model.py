@@ -1,6 +1,6 @@
 """An exact memory model: the arrays this implementation holds at its peak, counted from the code.
 
-The paper's Table 3 (:func:`minireformer.measuring.memory.table3_memory`) names one array per term: it says
+The paper's Table 3 (:func:`table3.table3_memory`) names one array per term: it says
 how memory grows, not how many bytes a program needs. This module counts, for one call, the arrays
 that are alive together at the moment of the peak, each from its shape and dtype, by walking the
 implementation phase by phase; the peak is the largest phase. Every term names the line of code
@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import lsh, lsh_attention
-from ..windows import BLOCK_ELEMENTS, padded_length
+from ..chunks import padded_length
+from ..windows import BLOCK_ELEMENTS
 
 INT = 8  # int64 indices (argsort, gather)
 INT32 = 4  # positions used by the masks

@@ -27,7 +27,7 @@ import numpy as np
 from ..reformer_config import ReformerConfig
 from ..teaching import plotting
 from ..transformer import TransformerConfig
-from . import checkpoint, data, lm, train
+from . import checkpoint, data, evaluation, lm, settings, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS, CHECKPOINTS, RESULTS = ROOT / "runs", ROOT / "checkpoints", ROOT / "results"
@@ -80,8 +80,8 @@ def duplication_config(attention: str, n_hashes: int, semantics: str = "paper") 
     )
 
 
-def duplication_train_config(row: str) -> train.TrainConfig:
-    return train.TrainConfig(steps=DUPLICATION_ROWS[row][2], **DUPLICATION_TRAIN)
+def duplication_train_config(row: str) -> settings.TrainConfig:
+    return settings.TrainConfig(steps=DUPLICATION_ROWS[row][2], **DUPLICATION_TRAIN)
 
 
 # ---- 2. Shakespeare -------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def figure3_configs() -> dict:
 
 
 def run(
-    name: str, config, tc: train.TrainConfig, source, *, progress=True, ship=True
+    name: str, config, tc: settings.TrainConfig, source, *, progress=True, ship=True
 ) -> train.TrainResult:
     """Train (or resume, or find finished) ``runs/<name>.npz``; with ``ship``, copy its weights
     and log (no optimizer state) to ``checkpoints/<name>.npz``."""
@@ -200,7 +200,7 @@ def evaluate_duplication(
             n_hashes=n_hashes,
             semantics=semantics,
         )
-        scores[col] = round(100 * train.evaluate(params, cfg, batches, seed=7)["accuracy"], 1)
+        scores[col] = round(100 * evaluation.evaluate(params, cfg, batches, seed=7)["accuracy"], 1)
     return scores
 
 
@@ -276,14 +276,14 @@ def ngram_bits(source: data.CharText) -> dict:
 
 def validation_bits(params, config, source, length: int, max_batches=None) -> dict:
     batches = source.eval_batches(1, length, max_batches)
-    ev = train.evaluate(params, config, batches, seed=0)
+    ev = evaluation.evaluate(params, config, batches, seed=0)
     return {"bpc": round(ev["bits"], 4), "characters": ev["targets"], "context": length}
 
 
 def eval_curve(log) -> dict:
     """{"step": [...], "valid_bpc": [...]} from a training log's evaluation rows."""
-    ev = train.eval_rows(log)
-    bpc = (ev[:, 2] / train.LN2).round(4)
+    ev = evaluation.eval_rows(log)
+    bpc = (ev[:, 2] / evaluation.LN2).round(4)
     return {"step": ev[:, 0].astype(int).tolist(), "valid_bpc": bpc.tolist()}
 
 
@@ -296,12 +296,12 @@ def reproduce_shakespeare(progress=True) -> dict:
     runs = {
         "shakespeare_reformer": (
             ReformerConfig(**SHAKESPEARE_REFORMER),
-            train.TrainConfig(**SHAKESPEARE_REFORMER_TRAIN),
+            settings.TrainConfig(**SHAKESPEARE_REFORMER_TRAIN),
             2048,
         ),
         "shakespeare_transformer": (
             TransformerConfig(**SHAKESPEARE_TRANSFORMER),
-            train.TrainConfig(**SHAKESPEARE_TRANSFORMER_TRAIN),
+            settings.TrainConfig(**SHAKESPEARE_TRANSFORMER_TRAIN),
             64,
         ),
     }
@@ -317,7 +317,7 @@ def reproduce_shakespeare(progress=True) -> dict:
             "model": lm.config_to_dict(config),
             "train": dataclasses.asdict(tc),
         }
-    tc = train.TrainConfig(**SHAKESPEARE_ABLATION_TRAIN)
+    tc = settings.TrainConfig(**SHAKESPEARE_ABLATION_TRAIN)
     ablation = ReformerConfig(**{**SHAKESPEARE_ABLATION, "max_len": None})
     res = run("shakespeare_reformer_axial_no_offset", ablation, tc, source, progress=progress,
               ship=False)  # fmt: skip
@@ -333,7 +333,7 @@ def reproduce_shakespeare(progress=True) -> dict:
 
 def reproduce_figure3(progress=True) -> dict:
     source = data.from_spec(TEXT_DATA)
-    tc = train.TrainConfig(**FIGURE3_TRAIN)
+    tc = settings.TrainConfig(**FIGURE3_TRAIN)
     curves = {}
     for name, config in figure3_configs().items():
         res = run(f"figure3_{name}", config, tc, source, progress=progress)

@@ -1,27 +1,12 @@
-"""The two sub-layers of a Reformer block: F (attention) and G (feed-forward), layer norm inside.
+"""F, the attention sub-layer of a Reformer block: layer norm, shared-QK attention, projection.
 
-A reversible block (:mod:`minireformer.reversible`, paper eqs. 7-9) computes y1 = x1 + F(x2) and
-y2 = x2 + G(y1) with
+    F(x) = Dropout(W_o Attention(LN(x) W_qk, LN(x) W_v))        x: (B, L, D)
 
-    F(x) = Dropout(W_o Attention(LN(x) W_qk, LN(x) W_v))     attention: "lsh", "local" or "full"
-    G(x) = FeedForward(LN(x))                                 dropout inside; chunked (eq. 10)
-
-and must be able to run each of them again, later, exactly as it ran the first time. So a sub-layer
-separates what it *chose* (LSH rotations and buckets, dropout seeds: a small record) from what it
-*computed* (the activations, which a reversible block throws away). Both follow one protocol:
-
-    key                                      the name of its parameters in the block's dict
-    draw(rng, shape) -> record               the step's random choices for inputs (B, L, D)
-    check_record(record, shape)              ValueError unless it is one of its own, for this shape
-    forward(x, p, record, mask) -> (out, cache)     cache.record: the record, completed by the
-                                             first run (the LSH buckets it hashed)
-    backward(dout, cache) -> (dx, dp)
-
-and two memory-saving forms of the same computations, which the reversible block uses:
-
-    output(x, p, record, mask) -> (out, record)               no cache: activations freed at once
-    recompute_backward(x, p, record, mask, dout) -> (out, dx, dp)    forward and backward together,
-                                             one group of heads (or one chunk) at a time
+with the attention "lsh" (paper section 2), "local" or "full" (all three shared-QK). A reversible
+block (:mod:`minireformer.reversible`, paper eqs. 7-9) must be able to run F again, later, exactly as
+it ran the first time, so F separates what it *chose* (LSH rotations and buckets, a dropout seed:
+an :class:`AttentionRecord`) from what it *computed* (the activations, which the block throws
+away), and follows the sub-layer protocol that ``reversible.py`` describes.
 
 The LSH buckets are recorded, not recomputed, because in float32 a recomputed input differs from
 the original in its last bits, which can move a vector across a bucket boundary (Hugging Face's
@@ -31,10 +16,10 @@ Heads are attended ``n_parallel_heads`` at a time (trax's name), one group after
 group with its own slices of W_qk, W_v and W_o: heads are independent, so the result is the same,
 and only one group's queries, values and attention activations exist at once.
 
-Shape letters: B batch, L length, D model width, H heads (h in a group), Dh head width, F
-feed-forward width, R hash rounds, K buckets, C chunk length.
+Shape letters: B batch, L length, D model width, H heads (h in a group), Dh head width, R hash
+rounds, K buckets, C chunk length.
 
-References: https://arxiv.org/abs/2001.04451 (sections 2-3, eq. 10); trax
+References: https://arxiv.org/abs/2001.04451 (sections 2-3); trax
 ``trax/layers/research/efficient_attention.py`` (``n_parallel_heads``); Hugging Face
 ``modeling_reformer.py`` (``ReformerLayer.backward_pass``, buckets).
 """
@@ -45,34 +30,24 @@ from typing import NamedTuple
 
 from . import backend, checks, layers, lsh
 from .attention import (
-    init_multihead_attention,
     merge_heads,
     shared_qk_attention_backward,
     shared_qk_attention_forward,
     split_heads,
 )
 from .checks import check_bool, check_float_array, check_keys, check_positive_int, check_rate
-from .chunking import (
-    chunked_feedforward_backward,
-    chunked_feedforward_forward,
-    chunked_feedforward_forward_backward,
-)
 from .local_attention import local_attention_backward, local_attention_forward
 from .lsh_attention import lsh_attention_backward, lsh_attention_forward, semantics_of
+from .multihead_attention import init_multihead_attention
 
 ATTENTION_TYPES = ("lsh", "local", "full")
-FF_KEYS = layers.FEEDFORWARD_KEYS
 ATTENTION_KEYS = ("ln_gamma", "ln_beta", "w_qk", "w_v", "w_o")
 
 
-def _check_seed(seed, rate) -> None:
+def check_seed(seed, rate) -> None:
+    """A record's dropout seed must be an int exactly when the rate is not 0."""
     if (seed is None) != (rate == 0):
         raise ValueError(f"record: dropout seed {seed!r} does not match rate {rate}")
-
-
-# ---------------------------------------------------------------------------------------------
-# F: attention sub-layer
-# ---------------------------------------------------------------------------------------------
 
 
 class AttentionRecord(NamedTuple):
@@ -172,7 +147,7 @@ class AttentionSubLayer:
             if rot is None or tuple(rot.shape) != want:
                 got = None if rot is None else tuple(rot.shape)
                 raise ValueError(f"record: expected rotations of shape {want}, got {got}")
-        _check_seed(record.seed, self.dropout)
+        check_seed(record.seed, self.dropout)
 
     # --- the protocol ---------------------------------------------------------------------------
 
@@ -320,107 +295,3 @@ def init_attention_params(rng, d_model: int, n_heads: int, d_head: int, dtype="f
     p = init_multihead_attention(rng, d_model, n_heads, d_head, dtype, shared_qk=True)
     p["ln_gamma"], p["ln_beta"] = layers.init_layernorm(d_model, dtype)
     return p
-
-
-# ---------------------------------------------------------------------------------------------
-# G: feed-forward sub-layer
-# ---------------------------------------------------------------------------------------------
-
-
-class FeedForwardRecord(NamedTuple):
-    """What one run of G chose: its dropout seed (None without dropout)."""
-
-    seed: object = None
-
-
-class FeedForwardCache(NamedTuple):
-    ln: layers.LayerNormCache
-    ff: object  # feed-forward cache (chunked: only its input; unchunked: the hidden layer too)
-    record: FeedForwardRecord
-
-
-class FeedForwardSubLayer:
-    """G(x) = FeedForward(LN(x)), x: (B, L, D), optionally chunked over positions (paper eq. 10).
-
-    Parameters: {"ln_gamma", "ln_beta" (D,), "w1" (D, F), "b1" (F,), "w2" (F, D), "b2" (D,)}.
-    With ``chunk_len`` None the whole (B, L, F) hidden layer is computed and, in stored mode, kept.
-    """
-
-    key = "ff"
-
-    def __init__(self, *, chunk_len: int | None = None, activation: str = "gelu", dropout=0.0):
-        self.chunk_len = None if chunk_len is None else check_positive_int("ff_chunk", chunk_len)
-        self.activation = layers.check_activation(activation)
-        self.dropout = check_rate("dropout", dropout)
-
-    def draw(self, rng, shape) -> FeedForwardRecord:
-        return FeedForwardRecord(layers.draw_seed(rng) if self.dropout > 0 else None)
-
-    def check_record(self, record, shape) -> None:
-        if not isinstance(record, FeedForwardRecord):
-            raise ValueError(f"record: expected a feed-forward record, got {record!r}")
-        _check_seed(record.seed, self.dropout)
-
-    def _settings(self, record):
-        return dict(activation=self.activation, dropout=self.dropout, seed=record.seed)
-
-    def forward(self, x, p, record: FeedForwardRecord, mask=None):
-        """x (B, L, D) -> (out (B, L, D), cache). Chunked, the cache is only the input."""
-        _check_ff_keys(p)
-        h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
-        ffp = {k: p[k] for k in FF_KEYS}
-        if self.chunk_len is None:
-            out, ff = layers.feedforward_forward(h, ffp, **self._settings(record))
-        else:
-            out, ff = chunked_feedforward_forward(
-                h, ffp, chunk_len=self.chunk_len, **self._settings(record)
-            )
-        return out, FeedForwardCache(ln, ff, record)
-
-    def backward(self, dout, cache: FeedForwardCache):
-        """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
-        if self.chunk_len is None:
-            dh, dp = layers.feedforward_backward(dout, cache.ff)
-        else:
-            dh, dp = chunked_feedforward_backward(dout, cache.ff)
-        dx, dgamma, dbeta = layers.layernorm_backward(dh, cache.ln)
-        return dx, {"ln_gamma": dgamma, "ln_beta": dbeta, **dp}
-
-    def output(self, x, p, record: FeedForwardRecord, mask=None):
-        """G(x): (out (B, L, D), record). Chunked, no (B, L, F) array is ever whole."""
-        return self.forward(x, p, record, mask)[0], record
-
-    def recompute_backward(self, x, p, record: FeedForwardRecord, mask, dout):
-        """G(x) and its backward from ``dout``, chunk by chunk when chunked: (out, dx, dp)."""
-        if self.chunk_len is None:
-            out, cache = self.forward(x, p, record)
-            return (out, *self.backward(dout, cache))
-        h, ln = layers.layernorm_forward(x, p["ln_gamma"], p["ln_beta"])  # (B, L, D)
-        ffp = {k: p[k] for k in FF_KEYS}
-        out, dh, dp = chunked_feedforward_forward_backward(
-            h, ffp, dout, chunk_len=self.chunk_len, **self._settings(record)
-        )
-        dx, dgamma, dbeta = layers.layernorm_backward(dh, ln)
-        return out, dx, {"ln_gamma": dgamma, "ln_beta": dbeta, **dp}
-
-
-@checks.door
-def _check_ff_keys(p) -> None:
-    check_keys("p", p, ("ln_gamma", "ln_beta", *FF_KEYS))
-
-
-def init_feedforward_params(rng, d_model: int, d_ff: int, dtype="float32"):
-    """{"ln_gamma" (ones), "ln_beta" (zeros) (D,), "w1" (D, F), "b1" (F,), "w2" (F, D), "b2"}."""
-    p = layers.init_feedforward(rng, d_model, d_ff, dtype)
-    p["ln_gamma"], p["ln_beta"] = layers.init_layernorm(d_model, dtype)
-    return p
-
-
-def init_block_params(
-    rng, d_model: int, n_heads: int, d_head: int, d_ff: int, dtype="float32"
-) -> dict:
-    """Parameters of one block: {"attn": ..., "ff": ...} (see the two sub-layers)."""
-    return {
-        AttentionSubLayer.key: init_attention_params(rng, d_model, n_heads, d_head, dtype),
-        FeedForwardSubLayer.key: init_feedforward_params(rng, d_model, d_ff, dtype),
-    }
