@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOK_SOURCES := $(sort $(wildcard notebooks/[0-9]*.py))
 
-.PHONY: install notebooks test lint lab bench bench-quick benchmarks reproduce clean
+.PHONY: install notebooks test lint lab bench bench-quick benchmarks bench-compare gpu-check \
+	reproduce exercises site clean clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,11 +42,11 @@ test: lint
 # `make bench QUICK=1` (or `make bench-quick`) runs them at toy sizes in under a minute, writing
 # into benchmarks/results/quick/ instead. One BLAS thread, as the README's numbers were measured:
 # steadier timings on a shared CPU.
-BENCH_SCRIPTS := $(sort $(wildcard benchmarks/bench_*.py))
+BENCH_SCRIPTS := $(sort $(basename $(notdir $(wildcard benchmarks/bench_*.py))))
 bench: $(STAMP)
 	@for b in $(BENCH_SCRIPTS); do \
-		echo "running $$b"; \
-		OPENBLAS_NUM_THREADS=1 $(BIN)/python $$b $(if $(QUICK),--quick) || exit 1; \
+		echo "running benchmarks/$$b.py"; \
+		OPENBLAS_NUM_THREADS=1 $(BIN)/python -m benchmarks.$$b $(if $(QUICK),--quick) || exit 1; \
 	done
 
 bench-quick:
@@ -58,7 +59,7 @@ benchmarks: bench
 reproduce: $(STAMP)
 	$(BIN)/minireformer reproduce
 
-# Side by side with Hugging Face's PyTorch Reformer (issue 10): a separate .venv-compare with the
+# Side by side with Hugging Face's PyTorch Reformer: a separate .venv-compare with the
 # `compare` extra (CPU torch, transformers 4.57.6), never part of `make test`. Each measurement runs
 # in a fresh process; results in benchmarks/results/compare_hf.json, figures/bench_compare_hf.png.
 # The full run (L = 4,096, 16,384, 65,536) takes hours on 2 cores; stopped, it continues with
@@ -72,33 +73,34 @@ $(COMPARE_VENV)/.installed-stamp: pyproject.toml
 	$(COMPARE_VENV)/bin/python -m pip install --quiet -e ".[compare]"
 	touch $@
 
-.PHONY: bench-compare
 bench-compare: $(COMPARE_VENV)/.installed-stamp
-	$(COMPARE_VENV)/bin/python benchmarks/compare_hf.py $(COMPARE_ARGS)
+	$(COMPARE_VENV)/bin/python -m benchmarks.compare_hf $(COMPARE_ARGS)
 
-# The GPU check (issue 11) on a machine with an NVIDIA GPU and CuPy: the CuPy test cases, then LSH
+# The GPU check on a machine with an NVIDIA GPU and CuPy: the CuPy test cases, then LSH
 # and full attention and a Reformer training step against length, into
 # benchmarks/results/gpu_check.json and figures/gpu_check.png. It runs with the Python it is given
 # and the package from this folder (no venv, no install, no registry): make gpu-check
 # PYTHON=python3. Without CuPy or a GPU it stops with exit status 2 and says why.
-.PHONY: gpu-check
 gpu-check:
-	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(PYTHON) benchmarks/gpu_check.py
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(PYTHON) -m benchmarks.gpu_check
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
+# `make clean` removes what a build made and keeps runs/ (the resumable checkpoints of
+# `make reproduce`, hours of training); `make clean-runs` removes those too.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) $(COMPARE_VENV) .pytest_cache .ruff_cache _site
+
+clean-runs:
+	rm -rf runs
 
 # Build each exercises/NN_topic.py into a student notebook (exercises/student/, committed) and a
 # solution notebook (exercises/solutions/, gitignored), unexecuted; the format: course/README.md.
-.PHONY: exercises
 exercises: $(STAMP)
 	$(BIN)/python course/build_exercises.py
 
 # A static HTML site of the executed notebooks, the student exercises, the README and the course
 # documents in _site/ (gitignored), with internal links rewritten; no network needed.
-.PHONY: site
 site: $(STAMP)
 	$(BIN)/python course/build_site.py

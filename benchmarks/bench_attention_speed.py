@@ -6,7 +6,7 @@ LSH attention's stays nearly flat (its cost is L R W: R rounds, a window of W ke
 more rounds cost proportionally more.
 
 What it runs, on the attention functions themselves (no projections), causal, float32, with the
-heads of the issue's model (H = 4 heads of Dh = 64) and chunk C = 64:
+heads of the benchmark LM (H = 4 heads of Dh = 64) and chunk C = 64:
 
 - LSH attention (``lsh_attention.lsh_attention_forward`` then ``_backward``) with R = 1, 2, 4, 8
   rounds at L = 1,024 ... 65,536 and batch B = T / L, so that every call holds T = B L tokens;
@@ -15,15 +15,15 @@ heads of the issue's model (H = 4 heads of Dh = 64) and chunk C = 64:
   batch that does is used (recorded per point; full attention's time per token is independent of
   the batch, which only repeats the same work).
 
-Each point is timed by :func:`minireformer.measuring.timing.time_call` (median, min and max of repeated calls, as many as
-fit a time budget per point) after one warm-up call of each function.
+Each point is timed by :func:`minireformer.measuring.timing.time_call` (median, min and max of
+repeated calls, as many as fit a time budget per point) after one warm-up call of each function.
 The crossover length is where straight lines fitted (least squares) to per-token time against L,
 one for full attention and one for each LSH setting, meet; ``extrapolated`` says whether it lies
 outside the lengths where full attention was measured.
 
 Writes ``benchmarks/results/attention_speed.json`` and ``figures/bench_attention_speed.png``.
 
-Usage: ``python benchmarks/bench_attention_speed.py [--quick] [--full-budget-mib 1024]``
+Usage: ``python -m benchmarks.bench_attention_speed [--quick] [--full-budget-mib 1024]``
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def point(setup: dict, kind: str, length: int, batch: int, fn, *args, **kwargs) 
     row["us_per_token"] = 1e6 * measured["median_s"] / tokens
     common.log(
         f"  {kind:6s} L={length:6d} B={batch:3d}: {row['us_per_token']:8.2f} us/token "
-        f"(median of {measured['repeats']}; {measured['min_s']:.2f}-{measured['max_s']:.2f} s a call)"
+        f"(median of {measured['repeats']}; "
+        f"{measured['min_s']:.2f}-{measured['max_s']:.2f} s a call)"
     )
     return row
 

@@ -15,12 +15,13 @@ and counting duplicates, which a profile (cProfile of one call, the functions ta
 time) breaks down. NumPy's ufuncs (matmul, exp, the arithmetic) are not listed by cProfile: their
 time is the own time of the library function that calls them.
 
-Setting: the issue's layer at L = 16,384 (batch 1, H = 4 heads of 64, R = 4 rounds, C = 64,
+Setting: the benchmark LM's LSH layer at L = 16,384 (batch 1, H = 4 heads of 64, R = 4 rounds,
+C = 64,
 causal, float32).
 
 Writes ``benchmarks/results/flop_rate.json`` and ``figures/bench_flop_rate.png``.
 
-Usage: ``python benchmarks/bench_flop_rate.py [--quick]``
+Usage: ``python -m benchmarks.bench_flop_rate [--quick]``
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ The claims checked (paper sections 2-4, Table 3): an LSH or local attention laye
 linearly with L where full attention's grows as L^2; a model with stored activations needs memory
 that grows with depth, a reversible one does not, and chunking the feed-forward and the loss
 removes the (B, L, d_ff) and (B, L, V) terms. Beside every measurement stands the exact memory
-model of ``minireformer.measuring.memory`` (the arrays this implementation holds at its peak, not Table 3's
+model of ``minireformer.measuring.memory_model`` (the arrays this implementation holds at its peak,
+not Table 3's
 orders of growth): ``memory_model.attention_peak_model(kind, ...)`` for an attention call and
-``memory_model.step_peak_model(config, batch, length)`` for a training step, each returning ``.total``
+``memory_model.step_peak_model(config, batch, length)`` for a training step, each returning
+``.total``
 bytes and ``.terms`` (name -> bytes).
 
-What it runs (the issue's model, ``common.LM_SETUPS``; float32, batch 1):
+What it runs (the benchmark LM, ``common.LM_SETUPS``; float32, batch 1):
 
 1. against length: one attention forward + backward on existing (B, H, L, Dh) inputs
    (``lsh_attention_forward`` / ``_backward`` with rotations drawn inside the call,
@@ -26,7 +28,7 @@ The worst relative error |model - measured| / measured over both grids is report
 
 Writes ``benchmarks/results/memory.json`` and ``figures/bench_memory.png``.
 
-Usage: ``python benchmarks/bench_memory.py [--quick] [--full-budget-mib 512]``
+Usage: ``python -m benchmarks.bench_memory [--quick] [--full-budget-mib 512]``
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def training_step(lm: dict, arch: str, n_layers: int, length: int, seed: int = 0
     config = common.reformer_config(lm, length, n_layers=n_layers, **ARCHS[arch])
     rng = np.random.default_rng(seed)
     params = reformer.init_reformer(config, rng)
-    tokens = rng.integers(0, config.vocab_size, size=(1, length))
+    tokens = rng.integers(0, config.vocab_size, size=(1, length + 1))  # the model reads L
     _, peak = memory.measure_training_step(reformer.loss_and_grads, params, tokens, config, rng)
     row = {"arch": arch, "n_layers": n_layers, "length": length}
     row.update(model_row(peak, memory_model.step_peak_model(config, 1, length)))

@@ -9,7 +9,7 @@ What it runs (float32, one sequence, batch 1):
 
 1. the Reformer: 6 layers, d_model 256, 4 heads, d_ff 1024, 4 hash rounds, chunk 64, vocab 256,
    reversible, chunked feed-forward and loss, attention one head at a time (``common.LM_SETUPS``);
-   peak NumPy memory (tracemalloc, :func:`minireformer.measuring.memory.measure_peak`) and wall time of
+   peak NumPy memory (tracemalloc, :func:`memory.measure_peak`) and wall time of
    ``loss_and_grads`` at L = 4,096, 8,192, 16,384 and then 65,536 (the first call traced
    for the peak, then timed calls: median, min, max, :func:`timing.time_call`); plus the peak of
    each component on its own, to show where the memory goes (the shorter lengths' attention peaks
@@ -25,7 +25,7 @@ Writes ``benchmarks/results/reformer_memory.json`` and ``figures/bench_reformer_
 
 Timings are wall-clock on whatever machine runs it; on a shared 2-core CPU they are noisy.
 
-Usage: ``python benchmarks/bench_reformer_memory.py [--quick] [--budget-gib 4] [--max-gib 6]``
+Usage: ``python -m benchmarks.bench_reformer_memory [--quick] [--budget-gib 4] [--max-gib 6]``
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from minireformer import chunking, lsh, reformer
 from minireformer.measuring import memory, table3, timing
 from minireformer.reformer_config import ReformerConfig
 
-# The issue's model (common.LM_SETUPS), the lengths of its training steps, and the baseline's start.
+# The benchmark LM (common.LM_SETUPS), the lengths of its training steps, the baseline's start.
 FULL = dict(
     **common.LM_SETUPS["full"],
     ladder=(4096, 8192, 16384),
@@ -107,7 +107,7 @@ def training_step(
     """
     rng = np.random.default_rng(seed)
     params = reformer.init_reformer(config, rng)
-    tokens = rng.integers(0, config.vocab_size, size=(1, length))
+    tokens = rng.integers(0, config.vocab_size, size=(1, length + 1))  # the model reads L
 
     def guarded():
         try:
@@ -189,8 +189,8 @@ def components(setup: dict, length: int, seed: int = 1) -> dict:
         out["hashing_bytes"] = int(peak)
         log(f"    {'LSH hashing':12s} alone ({out['n_buckets']} buckets): {peak / MiB:9.1f} MiB")
     w = (rng.standard_normal((2 * d, config.vocab_size)) / np.sqrt(2 * d)).astype(np.float32)
-    h = rng.standard_normal((1, length - 1, 2 * d)).astype(np.float32)  # (B, L-1, 2D)
-    targets = rng.integers(0, config.vocab_size, size=(1, length - 1))
+    h = rng.standard_normal((1, length, 2 * d)).astype(np.float32)  # (B, L, 2D)
+    targets = rng.integers(0, config.vocab_size, size=(1, length))
 
     def loss_step():
         loss, cache = chunking.chunked_output_loss_forward(

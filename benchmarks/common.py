@@ -16,7 +16,7 @@ spread is often tens of percent, so scripts compare quantities measured in the s
 and writes into ``benchmarks/results/quick/`` (results and figures, ignored by git), so that the
 committed full results and figures are never overwritten by a toy run.
 
-The Reformer LM of issue 10 (:data:`LM_SETUPS`, :func:`reformer_config`) is shared by the LM-step,
+The benchmark LM (:data:`LM_SETUPS`, :func:`reformer_config`) is shared by the LM-step,
 memory and Hugging Face benchmarks: 6 reversible LSH layers, d_model 256, 4 heads of 64, d_ff 1024,
 4 hash rounds, chunk 64, vocab 256, axial positions, chunked feed-forward and loss, float32.
 """

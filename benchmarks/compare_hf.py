@@ -1,6 +1,6 @@
 """Side by side with Hugging Face's PyTorch Reformer: time and memory of the same model, same run.
 
-What is measured (issue 10, item 1), for each sequence length L and each system:
+What is measured, for each sequence length L and each system:
 
 - ``attention``: one LSH self-attention sub-layer (layer norm, the shared-QK and value projections,
   LSH attention, the output projection) forward and backward, with the gradient of its input and
@@ -45,7 +45,7 @@ its loss from float32 logits, so agreement is to about 1e-7; ``--no-cross-check`
 Hugging Face's side needs the ``compare`` extra (``make bench-compare`` makes ``.venv-compare``);
 without torch, ``--systems minireformer-paper,minireformer-released`` still runs.
 
-Usage: ``python benchmarks/compare_hf.py [--quick] [--lengths 4096,16384] [--repeats 3] [--resume]``
+Usage: ``python -m benchmarks.compare_hf [--quick] [--lengths 4096,16384] [--repeats 3] [--resume]``
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The GPU check of issue 11: the CuPy test cases, then a GPU benchmark, as JSON and a figure.
+"""The GPU check: the CuPy test cases, then a GPU benchmark, as JSON and a figure.
 
     make gpu-check                                 # or, with any Python that has CuPy:
-    PYTHONPATH=. python3 benchmarks/gpu_check.py   # no install step, no package registry
+    python3 -m benchmarks.gpu_check   # no install step, no package registry
 
 1. The CuPy cases of the test suite (``pytest -m gpu tests``: tests/test_gpu.py compares CPU and
    GPU results, and every test parametrised over the backends runs its CuPy case).

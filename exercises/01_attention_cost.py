@@ -15,12 +15,14 @@
 # attention's forward pass, its backward pass by hand (checked against finite differences, the
 # way every backward pass in minireformer is checked), and the memory arithmetic of the paper's
 # Table 3. Every check compares your function with the library (`minireformer.attention`,
-# `minireformer.memory`) or with finite differences, in float64.
+# `minireformer.measuring.memory`) or with finite differences, in float64.
 
 # %%
 import numpy as np
 
-from minireformer import attention, grading, memory
+from minireformer import attention
+from minireformer.measuring import table3
+from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
 L, DH, DV = 6, 4, 3
@@ -158,10 +160,10 @@ SETTINGS = [  # the paper's enwik8 setting, and a short-sequence one where d_ff 
 ]
 got, want = [], []
 for s in SETTINGS:
-    for arch in memory.TABLE3_ARCHS:
+    for arch in table3.TABLE3_ARCHS:
         got.append(table3_bytes(arch, s["batch"], s["length"], s["d_model"], s["d_ff"],
                                 s["n_heads"], s["n_layers"], 4, 256))  # fmt: skip
-        want.append(memory.table3_memory(arch, **s, n_hashes=4, chunk_len=128))
+        want.append(table3.table3_memory(arch, **s, n_hashes=4, chunk_len=128))
 grading.check_equal("Exercise 1.3: Table 3, ten cells", np.array(got), np.array(want))
 
 # %% [markdown]

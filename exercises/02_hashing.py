@@ -20,7 +20,8 @@
 # %%
 import numpy as np
 
-from minireformer import grading, lsh
+from minireformer import lsh
+from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
 DH, K = 16, 8

@@ -20,9 +20,10 @@
 # %%
 import numpy as np
 
-from minireformer import grading, lsh
+from minireformer import lsh
 from minireformer.attention import NEG_MASK, NEG_SELF, mask_logits
 from minireformer.lsh_attention import lsh_attention_forward
+from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
 L, DH, K, C = 24, 6, 6, 4

@@ -20,15 +20,19 @@
 # %%
 import numpy as np
 
-from minireformer import grading, lsh
+from minireformer import lsh
 from minireformer.attention import NEG_SELF
-from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
+from minireformer.lsh_attention import Semantics, lsh_attention_backward, lsh_attention_forward
+from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
 L, DH, DV, K, C, R = 32, 6, 5, 8, 4, 4
 qk = 2.0 * rng.standard_normal((L, DH))
 v = rng.standard_normal((L, DV))
 rotations = lsh.random_rotations(rng, DH, n_hashes=R, n_buckets=K)  # (Dh, R, K/2)
+
+
+DUPLICATES_KEPT = Semantics(attend_across_buckets=False, allow_duplicate_attention=True)
 
 
 def lsh_one_head(qk, v, rotations, **kwargs):
@@ -51,7 +55,8 @@ def lsh_one_head(qk, v, rotations, **kwargs):
 #
 # Subtract the maximum over rounds before exponentiating (a lonely query's $\ell$ is about
 # $-10^5$). The check runs each round alone and compares your mix with the library's four rounds
-# together, without the duplicate correction (`allow_duplicate_attention=True`), which is the
+# together, without the duplicate correction (`allow_duplicate_attention=True` in the
+# `Semantics` pair), which is the
 # only thing that couples the rounds.
 
 
@@ -68,13 +73,11 @@ def combine_rounds(outs, lses):
 
 # %%
 singles = [
-    lsh_one_head(qk, v, rotations[:, r : r + 1], allow_duplicate_attention=True) for r in range(R)
+    lsh_one_head(qk, v, rotations[:, r : r + 1], semantics=DUPLICATES_KEPT) for r in range(R)
 ]
 outs = np.stack([o for o, _ in singles])  # (R, L, Dv)
 lses = np.stack([c.lse[0, 0] for _, c in singles])  # (R, L)
-together, cache_together = lsh_one_head(
-    qk, v, rotations, n_hashes=R, allow_duplicate_attention=True
-)
+together, cache_together = lsh_one_head(qk, v, rotations, n_hashes=R, semantics=DUPLICATES_KEPT)
 mixed, mixed_lse = combine_rounds(outs, lses)
 grading.check_close("Exercise 4.1: combined output", mixed, together, rtol=1e-10)
 grading.check_close("Exercise 4.1: combined lse", mixed_lse, cache_together.lse[0, 0], rtol=1e-10)

@@ -19,13 +19,14 @@
 # %%
 import numpy as np
 
-from minireformer import grading, memory, reformer
+from minireformer import reformer
+from minireformer.measuring import memory
+from minireformer.reformer_config import ReformerConfig
+from minireformer.teaching import grading
 
 D, L = 8, 16
 small = dict(vocab_size=16, d_model=D, n_heads=2, d_ff=16, n_hashes=2, chunk_len=4, max_len=L)
-cfg = reformer.ReformerConfig(
-    n_layers=1, attention_types=("lsh",), dropout=0.1, dtype="float64", **small
-)
+cfg = ReformerConfig(n_layers=1, attention_types=("lsh",), dropout=0.1, dtype="float64", **small)
 rng = np.random.default_rng(0)
 block = reformer.build_blocks(cfg)[0]
 p = reformer.init_reformer(cfg, rng)["blocks"][0]
@@ -36,12 +37,12 @@ y1, y2, record = block.forward(x1, x2, p, rng)
 # The block's two sub-layers, replaying the recorded hashes and dropout seeds.
 def F(x):
     """Attention(LN(x)), (B, L, D) -> (B, L, D)."""
-    return block.f.forward(x, p["attn"], record.f, record.mask)[0]
+    return block.F(x, p, record)
 
 
 def G(x):
     """FeedForward(LN(x)), (B, L, D) -> (B, L, D)."""
-    return block.g.forward(x, p["ff"], record.g, record.mask)[0]
+    return block.G(x, p, record)
 
 
 # %% [markdown]
@@ -136,12 +137,12 @@ dy1, dy2 = rng.standard_normal((2, 1, L, D))
 
 
 def f_fb(x, dout):
-    out, dx, _ = block.f.forward_backward(x, p["attn"], record.f, dout, record.mask)
+    out, dx, _ = block.F_backward(x, p, record, dout)
     return out, dx
 
 
 def g_fb(x, dout):
-    out, dx, _ = block.g.forward_backward(x, p["ff"], record.g, dout, record.mask)
+    out, dx, _ = block.G_backward(x, p, record, dout)
     return out, dx
 
 
@@ -216,14 +217,12 @@ def stored_bytes_per_layer(B, L, D, H, d_ff):
 
 # %%
 MEM = dict(vocab_size=16, d_model=32, n_heads=2, d_ff=128, max_len=256, dtype="float32")
-mem_tokens = np.random.default_rng(1).integers(0, 16, size=(1, 256))
+mem_tokens = np.random.default_rng(1).integers(0, 16, size=(1, 257))  # the model reads 256
 
 
 def step_peak(n_layers):
     """(peak bytes of one stored-activation training step, bytes of its gradient tree)."""
-    c = reformer.ReformerConfig(
-        n_layers=n_layers, attention_types=("full",), reversible=False, **MEM
-    )
+    c = ReformerConfig(n_layers=n_layers, attention_types=("full",), reversible=False, **MEM)
     params = reformer.init_reformer(c, np.random.default_rng(2))
     (_, grads), peak = memory.measure_peak(reformer.loss_and_grads, params, mem_tokens, c)
     return peak, memory.tree_nbytes(grads)

@@ -20,7 +20,8 @@
 # %%
 import numpy as np
 
-from minireformer import chunking, grading, layers
+from minireformer import chunking, layers, loss
+from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
 B, L, D, F, S = 2, 10, 4, 12, 4  # L is not a multiple of S: the last chunk is shorter
@@ -161,18 +162,18 @@ def chunked_loss(h, w, b, targets, S):
 
 
 # %%
-loss, dh, dw, db = chunked_loss(h, w, b, targets, S)
+value, dh, dw, db = chunked_loss(h, w, b, targets, S)
 logits, lin_cache = layers.linear_forward(h, w, b)
-ref_loss, ce_cache = layers.softmax_cross_entropy_forward(logits, targets)
+ref_loss, ce_cache = loss.softmax_cross_entropy_forward(logits, targets)
 ref_dh, ref_dw, ref_db = layers.linear_backward(
-    layers.softmax_cross_entropy_backward(1.0, ce_cache), lin_cache
+    loss.softmax_cross_entropy_backward(1.0, ce_cache), lin_cache
 )
-grading.check_close("Exercise 6.3: loss", loss, float(ref_loss), rtol=1e-12)
+grading.check_close("Exercise 6.3: loss", value, float(ref_loss), rtol=1e-12)
 grading.check_close("Exercise 6.3: dw", dw, ref_dw, rtol=1e-12)
 grading.check_close("Exercise 6.3: db", db, ref_db, rtol=1e-12)
 grading.check_gradient(
     "Exercise 6.3: dh against finite differences",
-    lambda h_: float(layers.softmax_cross_entropy_forward(h_ @ w + b, targets)[0]),
+    lambda h_: float(loss.softmax_cross_entropy_forward(h_ @ w + b, targets)[0]),
     dh,
     h,
 )

@@ -14,14 +14,15 @@
 # Exercises for [notebook 07](../notebooks/07_duplication.ipynb). You will generate the paper's
 # synthetic task, score a model on the half of it that can be predicted, and evaluate a shipped
 # checkpoint with another number of hash rounds than it was trained with. The checks compare
-# with `minireformer.data` and `minireformer.train`.
+# with `minireformer.training.data` and `minireformer.training.train`.
 
 # %%
 import dataclasses
 
 import numpy as np
 
-from minireformer import checkpoint, data, experiments, grading, lm, train
+from minireformer.teaching import grading
+from minireformer.training import checkpoint, data, evaluation, experiments, lm
 
 task = data.from_spec(experiments.DUPLICATION_DATA)  # |w| = 63 symbols from 1..63, L = 128
 model = checkpoint.load(experiments.CHECKPOINTS / "duplication_full.npz")  # trained with full
@@ -77,24 +78,24 @@ grading.check_equal("Exercise 7.1: mask", mine[1], lib[1])
 # ### Exercise 7.2: the accuracy over the second half
 #
 # Implement `copy_accuracy(logits, tokens, mask)`: the share (between 0 and 1) of counted targets
-# that the model predicts exactly. `logits` $(B, L, V)$ are the model's output on `tokens`
-# $(B, L)$; position $t$'s logits predict token $t + 1$, so compare the argmax of
-# `logits[:, :-1]` with `tokens[:, 1:]`, over the entries where `mask` $(B, L - 1)$ is True.
+# that the model predicts exactly. A sequence has $L + 1$ tokens; the model reads the first $L$,
+# and `logits` $(B, L, V)$ is its output: position $t$'s logits predict token $t + 1$, so compare
+# the argmax of `logits` with `tokens[:, 1:]`, over the entries where `mask` $(B, L)$ is True.
 
 
 # %%
 def copy_accuracy(logits, tokens, mask):
     """Fraction of the masked next-token targets predicted by argmax: a float in [0, 1]."""
     # BEGIN SOLUTION
-    hits = np.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:]
+    hits = np.argmax(logits, axis=-1) == tokens[:, 1:]
     return float(hits[mask].mean())
     # END SOLUTION
 
 
 # %%
 tokens, mask = task.eval_batches(20, None, 1)[0]
-logits = lm.forward_logits(model.params, tokens, model.config, np.random.default_rng(7))
-expected = train.evaluate(model.params, model.config, [(tokens, mask)], seed=7)["accuracy"]
+logits = lm.forward_logits(model.params, tokens[:, :-1], model.config, np.random.default_rng(7))
+expected = evaluation.evaluate(model.params, model.config, [(tokens, mask)], seed=7)["accuracy"]
 grading.check_close("Exercise 7.2: accuracy", copy_accuracy(logits, tokens, mask), expected)
 
 # %% [markdown]
@@ -105,7 +106,7 @@ grading.check_close("Exercise 7.2: accuracy", copy_accuracy(logits, tokens, mask
 # `dataclasses.replace(config, attention_types=("lsh",), n_hashes=R)`. Implement
 # `accuracy_with_rounds(ck, n_hashes, batches, seed)`: make that config, then for each
 # `(tokens, mask)` in `batches` compute the logits with
-# `lm.forward_logits(ck.params, tokens, config, rng)`, **one** Generator
+# `lm.forward_logits(ck.params, tokens[:, :-1], config, rng)`, **one** Generator
 # `rng = np.random.default_rng(seed)` drawn from for all batches (it draws the rotations), and
 # return the accuracy over all counted targets of all batches, between 0 and 1.
 
@@ -118,8 +119,8 @@ def accuracy_with_rounds(ck, n_hashes, batches, seed):
     rng = np.random.default_rng(seed)
     correct, count = 0, 0
     for tokens, mask in batches:
-        logits = lm.forward_logits(ck.params, tokens, config, rng)
-        hits = np.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:]
+        logits = lm.forward_logits(ck.params, tokens[:, :-1], config, rng)
+        hits = np.argmax(logits, axis=-1) == tokens[:, 1:]
         correct += int(hits[mask].sum())
         count += int(mask.sum())
     return correct / count
@@ -132,7 +133,7 @@ scores = {r: accuracy_with_rounds(model, r, batches, seed=7) for r in (1, 8)}
 print({f"LSH-{r}": round(100 * a, 1) for r, a in scores.items()}, "% on the copy")
 for r, acc in scores.items():
     cfg_r = dataclasses.replace(model.config, attention_types=("lsh",), n_hashes=r)
-    reference = train.evaluate(model.params, cfg_r, batches, seed=7)["accuracy"]
+    reference = evaluation.evaluate(model.params, cfg_r, batches, seed=7)["accuracy"]
     grading.check_close(f"Exercise 7.3: accuracy with {r} rounds", acc, reference)
 grading.check_true(
     "Exercise 7.3: more rounds, higher accuracy",

@@ -13,13 +13,23 @@
 #
 # Exercises for [notebook 08](../notebooks/08_shakespeare.ipynb). You will write one step of the
 # Adam optimizer by hand, turn a model's loss into bits per character, and sample the next
-# character with a temperature and a top-k cut. The checks compare with `minireformer.optim`,
-# `minireformer.train` and `minireformer.sampling`.
+# character with a temperature and a top-k cut. The checks compare with
+# `minireformer.training.optim`,
+# `minireformer.training.train` and `minireformer.training.sampling`.
 
 # %%
 import numpy as np
 
-from minireformer import checkpoint, data, experiments, grading, lm, optim, sampling, train
+from minireformer.teaching import grading
+from minireformer.training import (
+    checkpoint,
+    data,
+    evaluation,
+    experiments,
+    lm,
+    optim,
+    sampling,
+)
 
 rng = np.random.default_rng(0)
 
@@ -89,9 +99,10 @@ grading.check_close("Exercise 8.1: second moment", v, state["v"]["w"])
 # ### Exercise 8.2: bits per character from a loss
 #
 # A language model's loss is the mean negative log-likelihood of the next character in **nats**
-# (natural logarithms). Implement `bits_per_character(logits, tokens)`: with `logits` $(B, L, V)$
-# the model's output on `tokens` $(B, L)$, position $t$'s logits predict token $t + 1$; compute
-# the mean over all $B (L - 1)$ targets of $\mathrm{logsumexp}(z_t) - z_{t, x_{t+1}}$ (subtract
+# (natural logarithms). Implement `bits_per_character(logits, tokens)`: `tokens` $(B, L + 1)$ is a
+# batch of windows, `logits` $(B, L, V)$ the model's output on their first $L$ characters, and
+# position $t$'s logits predict token $t + 1$; compute the mean over all $B L$ targets of
+# $\mathrm{logsumexp}(z_t) - z_{t, x_{t+1}}$ (subtract
 # each row's maximum before exponentiating; work in float64), and convert it to bits, the
 # logarithm in base 2: divide by $\ln 2$.
 
@@ -100,8 +111,8 @@ grading.check_close("Exercise 8.1: second moment", v, state["v"]["w"])
 def bits_per_character(logits, tokens):
     """Mean next-character negative log-likelihood of logits (B, L, V), in bits."""
     # BEGIN SOLUTION
-    z = logits[:, :-1].astype(np.float64)  # (B, L-1, V)
-    targets = tokens[:, 1:]
+    z = logits.astype(np.float64)  # (B, L, V)
+    targets = tokens[:, 1:]  # (B, L)
     z_max = z.max(axis=-1, keepdims=True)
     lse = z_max[..., 0] + np.log(np.exp(z - z_max).sum(axis=-1))
     nll = lse - np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
@@ -114,8 +125,8 @@ text = data.from_spec(experiments.TEXT_DATA)
 model = checkpoint.load(experiments.CHECKPOINTS / "shakespeare_transformer.npz")
 batches = text.eval_batches(4, 64, 1)  # the first 4 validation windows of 64 characters
 tokens = batches[0][0]
-logits = lm.forward_logits(model.params, tokens, model.config)
-expected = train.evaluate(model.params, model.config, batches)["bits"]
+logits = lm.forward_logits(model.params, tokens[:, :-1], model.config)  # reads all but the last
+expected = evaluation.evaluate(model.params, model.config, batches)["bits"]
 got = bits_per_character(logits, tokens)
 print(f"{got:.4f} bits per character on {tokens.shape[0] * (tokens.shape[1] - 1)} characters")
 grading.check_close("Exercise 8.2: bits per character", got, expected, rtol=1e-5)

@@ -19,18 +19,11 @@
 # L length, Dh head width, R rounds, C chunk length, W = 2C the window width (one chunk back).
 
 # %%
-import sys
-from pathlib import Path
-
 import numpy as np
 
-import minireformer
-from minireformer import attention, grading, lsh_attention, memory
-
-# the benchmark suite's modules live in benchmarks/ of the repository (installed with pip -e)
-sys.path.insert(0, str(Path(minireformer.__file__).resolve().parents[1] / "benchmarks"))
-import bench_attention_speed  # noqa: E402
-import flops  # noqa: E402
+from minireformer import attention, lsh_attention
+from minireformer.measuring import flops, memory, timing
+from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
 
@@ -40,8 +33,8 @@ rng = np.random.default_rng(0)
 # A product of an $(m, k)$ and a $(k, n)$ matrix costs $2mkn$ FLOPs. LSH attention sorts each
 # round's L positions, padded to $L_p = C \lceil L/C \rceil$, into $L_p / C$ chunks of C
 # queries; each chunk attends to a window of $W = 2C$ keys. Read
-# `chunked_attention.window_attention_forward` and `window_attention_backward` in
-# [`chunked_attention.py`](../minireformer/chunked_attention.py) and count the products one
+# `windows.window_attention_forward` and `window_attention_backward` in
+# [`windows.py`](../minireformer/windows.py) and count the products one
 # forward and one backward make per chunk (the forward keeps no (C, W) weights, so the backward
 # computes the logits again before its own products; Dv = Dh here).
 #
@@ -196,9 +189,7 @@ def rows(lengths, times):
     return [{"length": n, "us_per_token": t} for n, t in zip(lengths, times)]
 
 
-expected = bench_attention_speed.crossover(
-    rows(full_lengths, full_times), rows(lsh_lengths, lsh_times)
-)
+expected = timing.crossover(rows(full_lengths, full_times), rows(lsh_lengths, lsh_times))
 grading.check_close(
     "Exercise 9.3: crossover length",
     crossover_length(full_lengths, full_times, lsh_lengths, lsh_times),

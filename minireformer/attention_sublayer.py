@@ -3,8 +3,8 @@
     F(x) = Dropout(W_o Attention(LN(x) W_qk, LN(x) W_v))        x: (B, L, D)
 
 with the attention "lsh" (paper section 2), "local" or "full" (all three shared-QK). A reversible
-block (:mod:`minireformer.reversible`, paper eqs. 7-9) must be able to run F again, later, exactly as
-it ran the first time, so F separates what it *chose* (LSH rotations and buckets, a dropout seed:
+block (``reversible.py``, paper eqs. 7-9) must be able to run F again, later, exactly as it
+ran the first time, so F separates what it *chose* (LSH rotations and buckets, a dropout seed:
 an :class:`AttentionRecord`) from what it *computed* (the activations, which the block throws
 away), and follows the sub-layer protocol that ``reversible.py`` describes.
 
@@ -65,7 +65,6 @@ class GroupCache(NamedTuple):
 
 
 class AttentionCache(NamedTuple):
-    x: object  # (B, L, D) the sub-layer's input
     h: object  # (B, L, D) LN(x), the projections' input
     ln: layers.LayerNormCache
     p: dict  # the parameters
@@ -210,7 +209,7 @@ class AttentionSubLayer:
         drop = None
         if self.dropout > 0:
             out, drop = layers.dropout_forward(out, self.dropout, record.seed)
-        return out, AttentionCache(x, h, ln, p, groups, drop, record)
+        return out, AttentionCache(h, ln, p, groups, drop, record)
 
     def _columns(self, heads: slice) -> slice:
         """The columns of W_qk and W_v (rows of W_o) of a group of heads."""

@@ -11,7 +11,8 @@
 # %% [markdown]
 # # 01 The cost of attention
 #
-# Reformer paper (Kitaev, Kaiser, Levskaya, ICLR 2020, [arXiv 2001.04451](https://arxiv.org/abs/2001.04451)),
+# Reformer paper (Kitaev, Kaiser, Levskaya, ICLR 2020, [arXiv
+# 2001.04451](https://arxiv.org/abs/2001.04451)),
 # section 1, the start of section 2, and Table 3.
 #
 # **Learning objectives.** After this notebook you can
@@ -28,9 +29,10 @@
 # NumPy broadcasting. No earlier notebook.
 #
 # **Code used.** `minireformer.attention` (full attention, forward and backward),
-# `minireformer.memory` (peak-memory measurement and the paper's arithmetic), `minireformer.model`
-# (the baseline Transformer). Notation: [the README's table](../README.md#notation) maps the
-# paper's symbols to this code's letters ($L$ length, $D_h$ head width, ...).
+# `minireformer.measuring.memory` (peak-memory measurement), `minireformer.measuring.table3` (the
+# paper's arithmetic), `minireformer.transformer` (the baseline Transformer). Notation: [the
+# README's table](../README.md#notation) maps the paper's symbols to this code's letters ($L$
+# length, $D_h$ head width, ...).
 #
 # **Next:** [02 Hashing](02_hashing.ipynb). Exercises: `exercises/01_attention_cost.py`.
 #
@@ -47,7 +49,7 @@
 # 3. The feed-forward layer's hidden width $d_{ff}$ and the vocabulary make some activations much
 #    wider than the model. Could we process them a slice at a time? (Chunking, notebook 06.)
 #
-# Everything below uses the library's own functions; numbers come from `minireformer.memory`.
+# Everything below uses the library's own functions; numbers come from `minireformer.measuring`.
 # Each claim is followed by an `assert` that checks it; what is only printed (wall-clock times)
 # is marked as an observation. Memory is in binary units throughout: 1 MiB = $2^{20}$ bytes,
 # 1 GiB = $2^{30}$ bytes.
@@ -66,17 +68,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from minireformer import (
-    attention,
-    attention_maps,
-    backend,
-    checkpoint,
-    data,
-    experiments,
-    memory,
-    model,
-    plotting,
-)
+from minireformer import attention, backend, transformer
+from minireformer.measuring import memory, table3
+from minireformer.teaching import attention_maps, plotting
+from minireformer.training import checkpoint, data, experiments
 
 print(backend.describe())
 
@@ -200,7 +195,8 @@ assert all(share[1] > 2 * uniform_32 for share in top_share.values())  # both be
 # ## 2. The paper's memory arithmetic
 #
 # The paper opens with a back-of-the-envelope budget for one large Transformer layer trained on
-# 64K-token sequences. The numbers are simple products, and `minireformer.memory` computes them.
+# 64K-token sequences. The numbers are simple products, and `minireformer.measuring.table3`
+# computes them.
 # The paper counts in decimal gigabytes (1 GB = $10^9$ bytes); we convert to GiB.
 #
 # * **Parameters.** The largest reported layer has 0.5 billion parameters; at 4 bytes each that is
@@ -224,12 +220,12 @@ assert all(share[1] > 2 * uniform_32 for share in top_share.values())  # both be
 params_per_layer = 500_000_000
 batch, length, d_model = 8, 64 * 1024, 1024
 
-p_bytes = memory.param_bytes(params_per_layer)
-a_bytes = memory.activation_bytes(batch, length, d_model)
-total_96 = memory.per_layer_estimate_bytes(
+p_bytes = table3.param_bytes(params_per_layer)
+a_bytes = table3.activation_bytes(batch, length, d_model)
+total_96 = table3.per_layer_estimate_bytes(
     96, params_per_layer=params_per_layer, batch=batch, length=length, d_model=d_model
 )
-attn_bytes = memory.attention_matrix_bytes(length)
+attn_bytes = table3.attention_matrix_bytes(length)
 
 print(f"parameters, one layer   : {p_bytes / memory.GiB:6.2f} GiB (the paper's 2 GB)")
 print(f"activations, one layer  : {a_bytes / memory.GiB:6.2f} GiB")
@@ -237,7 +233,7 @@ print(f"96 layers, both         : {total_96 / memory.GiB:6.0f} GiB (a blog's ext
 print(f"64K x 64K float32 scores: {attn_bytes / memory.GiB:6.0f} GiB")
 
 # %%
-assert p_bytes == 2 * memory.GB and abs(p_bytes / memory.GiB - 1.86) < 0.01
+assert p_bytes == 2 * table3.GB and abs(p_bytes / memory.GiB - 1.86) < 0.01
 assert a_bytes == 2 * memory.GiB
 assert 365 * memory.GiB < total_96 < 375 * memory.GiB  # = 398 decimal GB, the "about 400 GB"
 assert attn_bytes == 16 * memory.GiB
@@ -258,35 +254,35 @@ assert attn_bytes == 16 * memory.GiB
 # What is $c$? The table's caption sets $c = 128^2$, carried over from Table 1's attention term
 # $(4l/n_c)^2$ with $n_c = l/32$ chunks. But in the attention this project implements (and the
 # paper's section 2 describes), a query in a chunk of length $C$ scores the $2C$ keys of its own
-# chunk and the one before, so we take $c = 2C$ (`memory.table3_memory`'s default; `c=128**2`
+# chunk and the one before, so we take $c = 2C$ (`table3.table3_memory`'s default; `c=128**2`
 # gives the caption's value). Both are evaluated below for the paper's enwik8 setting
 # ($d_{model} = 1024$, $d_{ff} = 4096$, 8 heads, batch 8, $l = 64\text{K}$) with 12 layers,
 # 4 hash rounds and chunks of $C = 128$ (so $c = 256$).
 
 # %%
 setting = dict(batch=8, length=64 * 1024, d_model=1024, d_ff=4096, n_heads=8, n_layers=12)
-table3 = {
-    arch: memory.table3_memory(arch, **setting, n_hashes=4, chunk_len=128)
-    for arch in memory.TABLE3_ARCHS
+rows = {
+    arch: table3.table3_memory(arch, **setting, n_hashes=4, chunk_len=128)
+    for arch in table3.TABLE3_ARCHS
 }
 literal = {
-    arch: memory.table3_memory(arch, **setting, n_hashes=4, chunk_len=128, c=128**2)
-    for arch in memory.TABLE3_ARCHS
+    arch: table3.table3_memory(arch, **setting, n_hashes=4, chunk_len=128, c=128**2)
+    for arch in table3.TABLE3_ARCHS
 }
 print(f"{'':>20s}  {'c = 2C = 256':>14s}  {'c = 128^2':>12s}")
-for arch in memory.TABLE3_ARCHS:
-    gib, gib_literal = table3[arch] / memory.GiB, literal[arch] / memory.GiB
+for arch in table3.TABLE3_ARCHS:
+    gib, gib_literal = rows[arch] / memory.GiB, literal[arch] / memory.GiB
     print(f"{arch:>20s}: {gib:10,.0f} GiB  {gib_literal:8,.0f} GiB")
 
 # %%
 # Full attention's l^2 term dominates the first three rows; LSH removes it, reversibility the
 # depth factor, chunking the d_ff factor.
-assert table3["transformer"] == 12 * table3["reversible"]
-assert table3["reformer"] < table3["lsh"] < table3["transformer"]
+assert rows["transformer"] == 12 * rows["reversible"]
+assert rows["reformer"] < rows["lsh"] < rows["transformer"]
 # with both attention terms dominant, LSH saves the factor l / (n_r c) = 65536 / (4 * 256) = 64
-assert table3["chunked_reversible"] == 64 * table3["reformer"]
+assert rows["chunked_reversible"] == 64 * rows["reformer"]
 # chunking alone changes nothing here: n_h l = 524,288 scores per position dwarf d_ff = 4,096
-assert table3["chunked_reversible"] == table3["reversible"]
+assert rows["chunked_reversible"] == rows["reversible"]
 assert setting["n_heads"] * setting["length"] > setting["d_ff"]
 # taken literally, c = 128^2 makes n_r c = 4 * 16384 = l: the LSH rows equal full attention's
 assert literal["lsh"] == literal["transformer"] and literal["reformer"] == literal["reversible"]
@@ -354,7 +350,7 @@ for n in tqdm(lengths, desc="full attention"):
     peaks.append(peak)
 
 times, peaks = np.array(times), np.array(peaks, dtype=float)
-score_bytes = np.array([memory.attention_matrix_bytes(n, n_heads=n_heads) for n in lengths])
+score_bytes = np.array([table3.attention_matrix_bytes(n, n_heads=n_heads) for n in lengths])
 print("     L   time (ms)   peak (MiB)   peak / (H L^2 floats)")
 for n, t, p, s in zip(lengths, times, peaks, score_bytes):
     print(f"{n:6d}   {1e3 * t:9.2f}   {p / 2**20:10.2f}   {p / s:8.2f}")
@@ -406,7 +402,7 @@ plt.show()
 per_entry = peaks[-1] / (n_heads * lengths[-1] ** 2)  # bytes per score entry at the peak
 at_64k = per_entry * n_heads * (64 * 1024) ** 2
 print(f"{per_entry:.1f} bytes per (head, query, key) -> {at_64k / memory.GiB:.0f} GiB at L = 64K")
-assert at_64k > memory.attention_matrix_bytes(64 * 1024, n_heads=n_heads)
+assert at_64k > table3.attention_matrix_bytes(64 * 1024, n_heads=n_heads)
 
 # %% [markdown]
 # ## 4. Training memory grows with depth
@@ -415,11 +411,12 @@ assert at_64k > memory.attention_matrix_bytes(64 * 1024, n_heads=n_heads)
 # that layer saw in the forward pass: the gradient of $y = xW$ with respect to $W$ is
 # $x^\top \bar y$, so $x$ must still exist when $\bar y$ arrives. A standard Transformer therefore
 # keeps every block's inputs and intermediates alive from the forward pass until the backward pass
-# comes back down to that block. Per pre-LayerNorm block our baseline (`minireformer.model`) keeps
+# comes back down to that block. Per pre-LayerNorm block our baseline (`minireformer.transformer`)
+# keeps
 # four $(b, l, d_{model})$ arrays (each layer norm's normalised input and its output), the
 # queries, keys, values and merged heads $4 \times (b, l, n_h d_h)$, the softmax weights
 # $(b, n_h, l, l)$ and the feed-forward hidden layer before and after its activation
-# $2 \times (b, l, d_{ff})$; `memory.transformer_activation_bytes` counts them. All of it is
+# $2 \times (b, l, d_{ff})$; `table3.transformer_activation_bytes` counts them. All of it is
 # multiplied by the number of layers $n_l$: the $n_l$ factor of Table 3's first row.
 #
 # We measure the peak memory of one training step (`loss_and_grads`: forward, loss, backward) of
@@ -429,16 +426,16 @@ assert at_64k > memory.attention_matrix_bytes(64 * 1024, n_heads=n_heads)
 # %%
 depths = [1, 2, 4, 6, 8]
 base = dict(vocab_size=64, d_model=64, n_heads=4, d_head=16, d_ff=256, max_len=256)
-tokens = np.random.default_rng(2).integers(0, 64, size=(2, 256))
+tokens = np.random.default_rng(2).integers(0, 64, size=(2, 257))  # the model reads 256
 step_peaks, predicted, param_bytes = [], [], []
 for n_layers in tqdm(depths, desc="depth"):
-    config = model.TransformerConfig(**base, n_layers=n_layers)
-    params = model.init_transformer(config, np.random.default_rng(3))
-    _, peak = memory.measure_training_step(model.loss_and_grads, params, tokens, config)
+    config = transformer.TransformerConfig(**base, n_layers=n_layers)
+    params = transformer.init_transformer(config, np.random.default_rng(3))
+    _, peak = memory.measure_training_step(transformer.loss_and_grads, params, tokens, config)
     step_peaks.append(peak)
     param_bytes.append(memory.tree_nbytes(params))
     predicted.append(
-        memory.transformer_activation_bytes(2, 256, 64, 256, 4, n_layers, d_head=16, vocab_size=64)
+        table3.transformer_activation_bytes(2, 256, 64, 256, 4, n_layers, d_head=16, vocab_size=64)
     )
 step_peaks, predicted, param_bytes = (
     np.array(a, dtype=float) for a in (step_peaks, predicted, param_bytes)

@@ -76,7 +76,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from minireformer import backend, lsh
-from minireformer.plotting import save_figure
+from minireformer.teaching.plotting import save_figure
 
 START = time.perf_counter()
 print(backend.describe())

@@ -28,8 +28,9 @@
 # unit keys, and the rule $K = 2\lceil L/C \rceil$. Softmax attention (notebook 01).
 #
 # **Code used.** `minireformer.lsh` (step 1, the hash), `minireformer.lsh_attention` (steps 2-5:
-# `lsh_attention_forward`), `minireformer.chunked_attention` (the chunks, windows and masks that
-# LSH attention shares with local attention), `minireformer.attention` (full shared-QK attention,
+# `lsh_attention_forward`), `minireformer.windows` and `minireformer.chunks` (the chunks, windows
+# and masks that LSH attention shares with local attention), `minireformer.reference` (the same
+# computations written plainly), `minireformer.attention` (full shared-QK attention,
 # for comparison). Notation: [the README's table](../README.md#notation) ($K$ buckets, $C$ chunk
 # length, $n_c$ number of chunks, $R$ rounds, $D_h$ head width, $L$ length).
 #
@@ -48,10 +49,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-from minireformer import backend, lsh, schematics
+from minireformer import backend, lsh, reference
 from minireformer.attention import NEG_MASK, NEG_SELF, shared_qk_attention_forward
 from minireformer.lsh_attention import lsh_attention_forward
-from minireformer.plotting import save_figure
+from minireformer.teaching import schematics
+from minireformer.teaching.plotting import save_figure
 
 START = time.perf_counter()
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
@@ -141,6 +143,7 @@ print("chunks:\n", my_chunks)
 
 # %%
 assert np.array_equal(my_buckets, buckets)
+assert np.array_equal(my_buckets, reference.angular_hash(qk, rotations)[0, 0, 0])  # the equation
 assert np.array_equal(my_order, np.argsort(my_buckets * L + np.arange(L)))  # the library's key
 assert np.all(np.diff(my_buckets[my_order]) >= 0)  # buckets are contiguous runs
 
@@ -174,6 +177,9 @@ for c in range(L // C):
     by_hand[queries] = weights @ v[0, 0, keys]  # unsort: write back to the original positions
 print("max |by hand - library| =", np.abs(by_hand - out[0, 0]).max())
 assert np.allclose(by_hand, out[0, 0], atol=1e-12)
+# and the plain dense version of the same attention (reference.py), from the same buckets
+dense = reference.lsh_attention(qk, v, cache.buckets, chunk_len=C, n_buckets=K)
+assert np.allclose(dense, out, atol=1e-12)
 
 # %% [markdown]
 # ### The five stages drawn (the paper's Figure 2)

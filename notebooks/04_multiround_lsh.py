@@ -21,8 +21,8 @@
 #   say why that is one softmax over everything a query saw;
 # - state the paper's duplicate correction and prove that with it the rounds compute exactly dense
 #   attention over the union of the keys found;
-# - tell the paper's semantics from the released code's (`attend_across_buckets`,
-#   `allow_duplicate_attention`) and predict which is closer to full attention, and when;
+# - tell the paper's semantics from the released code's (`semantics="paper"` or `"released"`)
+#   and predict which is closer to full attention, and when;
 # - derive the backward pass of LSH attention (softmax, unit-norm keys, permutations) and check it
 #   against finite differences;
 # - explain the causal-pattern caveat, and measure LSH attention against full attention as $L$
@@ -32,9 +32,10 @@
 # chunk, look back, unsort) and its masks. The softmax backward (notebook 01's exercises).
 #
 # **Code used.** `minireformer.lsh_attention` (`lsh_attention_forward`, `lsh_attention_backward`:
-# rounds, duplicate counts, combination and backward), `minireformer.chunked_attention` (the
-# window attention both directions use), `minireformer.attention` (full shared-QK attention),
-# `minireformer.gradcheck` (`check_op`), `minireformer.memory` (`measure_peak`). Notation:
+# rounds, combination and backward), `minireformer.windows` (the window attention both directions
+# use) and `minireformer.meetings` (the duplicate counts), `minireformer.reference` (the same
+# attention written densely), `minireformer.attention` (full shared-QK attention),
+# `minireformer.measuring.gradcheck` (`check_op`), `minireformer.measuring.memory`. Notation:
 # [the README's table](../README.md#notation) ($R$ rounds, $K$ buckets, $C$ chunk length, $n_c$
 # chunks, $D_h$ head width).
 #
@@ -56,15 +57,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from minireformer import backend, lsh, memory
+from minireformer import backend, lsh, reference
 from minireformer.attention import (
-    NEG_SELF,
     shared_qk_attention_backward,
     shared_qk_attention_forward,
 )
-from minireformer.gradcheck import check_op
-from minireformer.lsh_attention import lsh_attention_backward, lsh_attention_forward
-from minireformer.plotting import label_log_axis, save_figure
+from minireformer.lsh_attention import Semantics, lsh_attention_backward, lsh_attention_forward
+from minireformer.measuring import memory
+from minireformer.measuring.gradcheck import check_op
+from minireformer.teaching.plotting import label_log_axis, save_figure
 
 START = time.perf_counter()
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
@@ -105,7 +106,7 @@ L_T, K_T, C_T4, R_T4 = 32, 8, 4, 4
 qk_t = 2.0 * rng.standard_normal((1, 2, L_T, 6))  # (B, H, L, Dh), float64
 v_t = rng.standard_normal((1, 2, L_T, 5))
 rot_t = lsh.random_rotations(rng, 6, n_hashes=R_T4, n_buckets=K_T, n_heads=2)  # (H, Dh, R, K/2)
-no_correction = dict(chunk_len=C_T4, allow_duplicate_attention=True)
+no_correction = dict(chunk_len=C_T4, semantics=Semantics(False, True))  # duplicates kept
 
 rounds_out, rounds_lse = [], []
 for r in range(R_T4):  # one call per round, each with one rotation
@@ -147,50 +148,22 @@ assert np.allclose(cache_together.lse, lse_mix, atol=1e-10)
 # $$
 #
 # dense softmax attention over the **union** of the keys found in any round. We check this
-# identity with a slow dense reference that knows nothing of the library's internals: from
-# `cache.buckets` alone it redoes the sort, finds each query's window in each round, takes the
-# union, and applies a plain softmax over it.
+# identity with the plain dense versions of `reference.py`, which know nothing of the library's
+# blocked code: from `cache.buckets` alone `reference.lsh_meetings` redoes the sort, finds each
+# query's window in each round and counts how often it meets each key, and
+# `reference.shared_qk_attention` takes a plain softmax over the keys met.
 
 
 # %%
-def attended_keys(buckets, chunk_len, n_before=1, across=False):
-    """(B, H, L, L) bool from (B, H, R, L) buckets: does query i attend to key j in some round?
-
-    Redoes the sort: round r's buckets offset by r * (max bucket + 1), ordered by (bucket +
-    offset, position). Key j is attended by i when one of its copies lies in the window of i's
-    copy in some round r (n_before chunks back, wrapping around) and, unless ``across``, has i's
-    bucket in that round (copies of other rounds then never qualify). Dense, for small examples
-    only; needs L divisible by chunk_len and no look-ahead.
-    """
-    batch, n_heads, n_rounds, length = buckets.shape
-    offset = (int(buckets.max()) + 1) * np.arange(n_rounds)[:, None]  # (R, 1)
-    sort_key = ((buckets + offset) * length + np.arange(length)).reshape(batch, n_heads, -1)
-    slot_of = np.argsort(np.argsort(sort_key, axis=-1), axis=-1)  # (B, H, R*L) copy -> slot
-    chunk_of = (slot_of // chunk_len).reshape(buckets.shape)  # (B, H, R, L)
-    n_chunks = n_rounds * length // chunk_len
-    union = np.zeros((batch, n_heads, length, length), dtype=bool)
-    for r in range(n_rounds):
-        for r2 in range(n_rounds) if across else (r,):
-            behind = (chunk_of[:, :, r, :, None] - chunk_of[:, :, r2, None, :]) % n_chunks
-            found = behind <= n_before  # (B, H, L, L): key j's round-r2 copy in i's window
-            if not across:
-                found &= buckets[:, :, r, :, None] == buckets[:, :, r, None, :]
-            union |= found
-    return union
+def attended_keys(buckets, chunk_len, n_buckets, across=False):
+    """(B, H, L, L) bool from (B, H, R, L) buckets: does query i meet key j in some round?"""
+    met = reference.lsh_meetings(buckets, chunk_len=chunk_len, n_buckets=n_buckets, across=across)
+    return met > 0
 
 
 def dense_union_attention(qk, v, union, causal=False):
-    """Softmax over the union of attended keys, shared-QK, with the self mask."""
-    keys = qk / np.linalg.norm(qk, axis=-1, keepdims=True)
-    logits = qk @ keys.swapaxes(-1, -2)  # (B, H, L, L)
-    allowed = union.copy()
-    if causal:
-        allowed &= np.tril(np.ones(union.shape[-2:], dtype=bool))
-    logits = np.where(allowed, logits, -np.inf)
-    eye = np.eye(qk.shape[2], dtype=bool)
-    logits = np.where(eye, NEG_SELF, logits)  # own key: only if nothing else is left
-    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (weights / weights.sum(axis=-1, keepdims=True)) @ v
+    """Shared-QK softmax over the union of attended keys, with the self mask."""
+    return reference.shared_qk_attention(qk, v, causal=causal, allowed=union)
 
 
 rng = np.random.default_rng(1)
@@ -200,7 +173,7 @@ for n_hashes, causal in ((2, False), (4, False), (4, True), (8, True)):
     out_u, cache_u = lsh_attention_forward(
         qk_u, v_u, chunk_len=4, n_hashes=n_hashes, n_buckets=8, rng=rng, causal=causal
     )
-    union = attended_keys(cache_u.buckets, chunk_len=4)
+    union = attended_keys(cache_u.buckets, chunk_len=4, n_buckets=8)
     ref = dense_union_attention(qk_u, v_u, union, causal=causal)
     err = np.abs(out_u - ref).max()
     print(
@@ -256,13 +229,12 @@ for r in tqdm(ROUNDS, desc="rounds"):
                 chunk_len=C_BIG,
                 n_hashes=r,
                 rng=np.random.default_rng(seed),  # the same rotations for both semantics
-                attend_across_buckets=across,
-                allow_duplicate_attention=duplicates,
+                semantics=Semantics(across, duplicates),
             )
             err = np.linalg.norm(outs[name] - full_big) / np.linalg.norm(full_big)
             rel_err[name][r].append(err)
             if name == "paper":
-                union = attended_keys(c_big.buckets, C_BIG)
+                union = attended_keys(c_big.buckets, C_BIG, lsh.default_n_buckets(L_BIG, C_BIG))
                 recall[r].append(np.sum(p_full * union, axis=-1).mean())
         gap[r].append(np.linalg.norm(outs["paper"] - outs["released"]) / np.linalg.norm(full_big))
 
@@ -340,7 +312,8 @@ plt.show()
 # %% [markdown]
 # ## The paper's semantics and the released code's, side by side
 #
-# trax's `LSHSelfAttention` has two switches, and the library keeps their names:
+# The library's one choice, `semantics="paper"` or `"released"`, sets two switches underneath
+# (named as in older trax and in Hugging Face's port; a `Semantics` pair sets them one by one):
 #
 # * `attend_across_buckets`: **False** in the paper (keys of other buckets in the window are
 #   masked); **True** in the released code (every key in the window is attended).
@@ -370,13 +343,12 @@ for name, (across, duplicates) in {
         chunk_len=4,
         n_hashes=4,
         rotations=rot_t,
-        attend_across_buckets=across,
-        allow_duplicate_attention=duplicates,
+        semantics=Semantics(across, duplicates),
     )
-    keys_t = attended_keys(cache_t.buckets, 4, across=across)
+    keys_t = attended_keys(cache_t.buckets, 4, K_T, across=across)
     n_keys[name] = keys_t.sum(-1).mean()
     kept_full[name] = np.sum(full_t_cache.probs * keys_t, axis=-1).mean()
-ref = dense_union_attention(qk_t, v_t, attended_keys(cache_t.buckets, 4))
+ref = dense_union_attention(qk_t, v_t, attended_keys(cache_t.buckets, 4, K_T))
 print(f"{'semantics':<22}{'max |out - union ref|':>22}{'rel. error vs full':>20}"
       f"{'keys per query':>16}{'full weight on them':>21}")  # fmt: skip
 for name, o in results.items():
@@ -506,8 +478,7 @@ for name, (across, duplicates) in SEMANTICS.items():
                 rotations=rot_g,
                 causal=causal,
                 mask=mask_g,
-                attend_across_buckets=across,
-                allow_duplicate_attention=duplicates,
+                semantics=Semantics(across, duplicates),
             ),
             rng=rng,
         )
@@ -661,7 +632,7 @@ print("share of an LSH step spent sorting:", np.round(sort_share, 3))
 # %% [markdown]
 # Memory, unlike wall-clock time, is deterministic here, so its growth can be checked: from
 # $L = 1024$ to $L = 4096$ (4 times longer) LSH attention's peak grows at most 4 times (here less:
-# the buffers of one block of chunks, `chunked_attention.BLOCK_ELEMENTS` logits, are a fixed part
+# the buffers of one block of chunks, `windows.BLOCK_ELEMENTS` logits, are a fixed part
 # that is still a large share at these lengths), full attention's about 16 times. The sort's
 # share is a timing, but it is small enough to check with a wide margin: it stays under a quarter
 # of an LSH step at every length (typically well under one percent), so the $\log L$ of the

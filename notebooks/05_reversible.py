@@ -31,9 +31,12 @@
 #
 # **Code.** The block and its reverse: [`reversible.py`](../minireformer/reversible.py); its two
 # sub-layers F (attention) and G (feed-forward) with their records:
-# [`sublayers.py`](../minireformer/sublayers.py); the stack, the embedding and the output head:
+# [`attention_sublayer.py`](../minireformer/attention_sublayer.py) and
+# [`feedforward_sublayer.py`](../minireformer/feedforward_sublayer.py); the same equations written
+# plainly: [`reference.py`](../minireformer/reference.py); the stack:
 # [`reformer.py`](../minireformer/reformer.py); peak-memory measurement and Table 3:
-# [`memory.py`](../minireformer/memory.py).
+# [`memory.py`](../minireformer/measuring/memory.py),
+# [`table3.py`](../minireformer/measuring/table3.py).
 
 # %%
 import dataclasses
@@ -44,7 +47,10 @@ import numpy as np
 from matplotlib.ticker import LogLocator
 from tqdm.auto import tqdm
 
-from minireformer import backend, gradcheck, memory, plotting, reformer, schematics, tree
+from minireformer import backend, reference, reformer, tree
+from minireformer.measuring import gradcheck, memory, table3
+from minireformer.reformer_config import ReformerConfig
+from minireformer.teaching import plotting, schematics
 
 print(backend.describe())
 
@@ -63,7 +69,7 @@ print(backend.describe())
 # twelve layers keep 24 GiB of activations before anything else is counted:
 
 # %%
-per_layer = memory.activation_bytes(batch=8, length=65_536, d_model=1024)
+per_layer = table3.activation_bytes(batch=8, length=65_536, d_model=1024)
 print(f"one layer's (B, L, D) activations: {per_layer / 2**30:.1f} GiB")
 print(f"twelve layers: {12 * per_layer / 2**30:.0f} GiB")
 
@@ -170,9 +176,7 @@ assert np.abs(x1 - x1_back).max() < 1e-12 and np.abs(x2 - x2_back).max() < 1e-12
 # %%
 D, L, VOCAB = 32, 128, 64
 small = dict(vocab_size=VOCAB, d_model=D, n_heads=2, d_ff=64, n_hashes=2, chunk_len=16, max_len=L)
-cfg1 = reformer.ReformerConfig(
-    n_layers=1, attention_types=("lsh",), dropout=0.1, dtype="float64", **small
-)
+cfg1 = ReformerConfig(n_layers=1, attention_types=("lsh",), dropout=0.1, dtype="float64", **small)
 rng = np.random.default_rng(0)
 block = reformer.build_blocks(cfg1)[0]
 p = reformer.init_reformer(cfg1, rng)["blocks"][0]
@@ -180,23 +184,24 @@ x1, x2 = rng.standard_normal((2, 1, L, D))  # two (B, L, D) streams
 
 y1, y2, record = block.forward(x1, x2, p, rng)
 print("record fields:", record._fields)
-print("attention record:", {k: getattr(v, "shape", v) for k, v in record.f.items()})
+print("attention record:", {k: getattr(v, "shape", v) for k, v in record.f._asdict().items()})
 print("feed-forward record:", record.g)
 
 # %% [markdown]
 # The attention record holds the rotations $(H, D_h, R, K/2)$ and the buckets $(B, H, R, L)$ it
-# hashed with, and both records hold their dropout seed: integers, not activations. With them we
-# can write $F$ and $G$ as plain functions that replay exactly the forward pass's randomness, and
-# evaluate the block's equations by hand:
+# hashed with, and both records hold their dropout seed: integers, not activations. With them the
+# block gives $F$ and $G$ as plain functions of a stream (`block.F`, `block.G`) that replay exactly
+# the forward pass's randomness, and we can evaluate the block's equations by hand, or with the
+# plain versions of `reference.py` (`reversible_forward`, `reversible_reverse`):
 
 
 # %%
 def F(x):  # Attention(LN(x)) with the recorded rotations and dropout seed
-    return block.f.forward(x, p["attn"], record.f, record.mask)[0]
+    return block.F(x, p, record)
 
 
 def G(x):  # FeedForward(LN(x)) with the recorded dropout seed
-    return block.g.forward(x, p["ff"], record.g, record.mask)[0]
+    return block.G(x, p, record)
 
 
 y1_hand = x1 + F(x2)  # forward, by hand
@@ -204,9 +209,11 @@ y2_hand = x2 + G(y1_hand)
 x2_hand = y2 - G(y1)  # reverse, by hand
 x1_hand = y1 - F(x2_hand)
 x1_lib, x2_lib = block.reverse(y1, y2, p, record)  # reverse, library
+y1_ref, y2_ref = reference.reversible_forward(x1, x2, F, G)  # the equations, reference.py
 
 checks = {
     "forward by hand vs block.forward": max(abs(y1_hand - y1).max(), abs(y2_hand - y2).max()),
+    "reference.reversible_forward vs block": max(abs(y1_ref - y1).max(), abs(y2_ref - y2).max()),
     "reverse by hand vs inputs": max(abs(x1_hand - x1).max(), abs(x2_hand - x2).max()),
     "block.reverse vs inputs": max(abs(x1_lib - x1).max(), abs(x2_lib - x2).max()),
 }
@@ -247,7 +254,7 @@ assert refused is not None and "another call" in refused
 #   within the chunk and the one before, unsort;
 # - **local** attention: the same chunks of $C$ positions and the same look-back window, but in
 #   the sequence's own order, with no hashing: each position attends to the positions of its chunk
-#   and of the chunk before ([`chunked_attention.py`](../minireformer/chunked_attention.py),
+#   and of the chunk before ([`local_attention.py`](../minireformer/local_attention.py),
 #   `local_attention_forward`). It is deterministic, costs $O(L\,C)$ like LSH, and sees only
 #   nearby positions; the paper's enwik8 models and ours (notebook 08) mix it with LSH layers;
 # - **full** attention: every position attends to every position, $O(L^2)$.
@@ -258,7 +265,7 @@ assert refused is not None and "another call" in refused
 # streams must equal it.
 
 # %%
-cfg6 = reformer.ReformerConfig(
+cfg6 = ReformerConfig(
     n_layers=6, attention_types=("lsh", "local", "full"), dropout=0.1, dtype="float64", **small
 )
 rng = np.random.default_rng(1)
@@ -315,7 +322,7 @@ DEPTHS = [1, 2, 4, 8, 16, 32, 64]
 
 def reconstruction_errors(dtype, seed=2):
     """Relative error of the input rebuilt from the top of stacks of each depth in DEPTHS."""
-    cfg = reformer.ReformerConfig(
+    cfg = ReformerConfig(
         n_layers=max(DEPTHS), attention_types=("lsh", "local", "full"), dtype=dtype, **small
     )
     rng = np.random.default_rng(seed)
@@ -430,7 +437,7 @@ plt.show()
 # and full attention, dropout 0.1, and chunked feed-forward and loss:
 
 # %%
-cfg_rev = reformer.ReformerConfig(
+cfg_rev = ReformerConfig(
     n_layers=6,
     attention_types=("lsh", "local", "full"),
     dropout=0.1,
@@ -441,7 +448,7 @@ cfg_rev = reformer.ReformerConfig(
 )
 cfg_stored = dataclasses.replace(cfg_rev, reversible=False)
 params = reformer.init_reformer(cfg_rev, np.random.default_rng(3))
-tokens = np.random.default_rng(4).integers(0, VOCAB, size=(2, L))
+tokens = np.random.default_rng(4).integers(0, VOCAB, size=(2, L + 1))  # the model reads L
 
 loss_rev, grads_rev = reformer.loss_and_grads(params, tokens, cfg_rev, np.random.default_rng(5))
 loss_st, grads_st = reformer.loss_and_grads(params, tokens, cfg_stored, np.random.default_rng(5))
@@ -470,7 +477,7 @@ assert worst < 1e-9
 # %%
 cfg_time = dataclasses.replace(cfg_rev, dtype="float32", dropout=0.0, max_len=512)
 params_time = reformer.init_reformer(cfg_time, np.random.default_rng(3))
-tokens_time = np.random.default_rng(4).integers(0, VOCAB, size=(2, 512))
+tokens_time = np.random.default_rng(4).integers(0, VOCAB, size=(2, 513))  # reads 512
 
 
 def best_time(fn, repeats=3):
@@ -486,7 +493,7 @@ def best_time(fn, repeats=3):
 step_times = {
     "forward only": best_time(
         lambda: reformer.forward_logits(
-            params_time, tokens_time, cfg_time, np.random.default_rng(5)
+            params_time, tokens_time[:, :-1], cfg_time, np.random.default_rng(5)
         )
     ),
     "stored": best_time(
@@ -512,11 +519,12 @@ print(
 )
 
 # %% [markdown]
-# Observation (not asserted: wall-clock times on a shared CPU vary by tens of percent): the
-# reversible step is slower than the stored one by a fraction of a forward pass up to about one
-# (the timed forward pass also runs the embedding and the output head, which the recomputation does
-# not repeat); this is the recomputation's price, and the ratio of the two steps is printed in the
-# recap.
+# Observation (not asserted: wall-clock times on a shared CPU vary by tens of percent): the extra
+# time of the reversible step, printed above in units of the timed forward pass, is the
+# recomputation's price. Walking down, each block runs its forward again with its backward
+# interleaved group of heads by group of heads and chunk by chunk, on arrays that are no longer
+# in the CPU's caches, so the price is not a fixed fraction of a forward pass; the ratio of the two
+# steps is printed in the recap.
 
 # %% [markdown]
 # ## 5. Memory against depth: measured and predicted
@@ -532,20 +540,18 @@ print(
 # matrix, $H L^2 = 2 \cdot 512^2$ floats = 2 MiB, dominates, kept once per layer or once in
 # all. The table names the largest tensor of a layer, not every array a real implementation keeps,
 # so we compare **slopes** (bytes per extra layer) and, for a closer prediction, count what our
-# stored-activation blocks keep (`memory.transformer_activation_bytes`, and below).
+# stored-activation blocks keep (`table3.transformer_activation_bytes`, and below).
 
 # %%
 MEM = dict(vocab_size=VOCAB, d_model=32, n_heads=2, d_ff=128, max_len=512, dtype="float32")
 MEM_L = 512
 MEM_DEPTHS = [1, 2, 4, 8, 12, 16, 20, 24]
-mem_tokens = np.random.default_rng(6).integers(0, VOCAB, size=(1, MEM_L))
+mem_tokens = np.random.default_rng(6).integers(0, VOCAB, size=(1, MEM_L + 1))  # reads MEM_L
 
 
 def step_peak(n_layers, reversible):
     """Peak bytes of one training step and the bytes of its gradient tree."""
-    cfg = reformer.ReformerConfig(
-        n_layers=n_layers, attention_types=("full",), reversible=reversible, **MEM
-    )
+    cfg = ReformerConfig(n_layers=n_layers, attention_types=("full",), reversible=reversible, **MEM)
     params = reformer.init_reformer(cfg, np.random.default_rng(7))
     (_, grads), peak = memory.measure_peak(reformer.loss_and_grads, params, mem_tokens, cfg)
     return peak, memory.tree_nbytes(grads)
@@ -563,10 +569,10 @@ print(f"{time.perf_counter() - t0:.1f} s")
 
 sizes = dict(batch=1, length=MEM_L, d_model=32, d_ff=128, n_heads=2)
 predicted = {
-    "stored": [memory.table3_memory("transformer", n_layers=n, **sizes) for n in MEM_DEPTHS],
-    "reversible": [memory.table3_memory("reversible", n_layers=n, **sizes) for n in MEM_DEPTHS],
+    "stored": [table3.table3_memory("transformer", n_layers=n, **sizes) for n in MEM_DEPTHS],
+    "reversible": [table3.table3_memory("reversible", n_layers=n, **sizes) for n in MEM_DEPTHS],
 }
-counted = [memory.transformer_activation_bytes(n_layers=n, **sizes) for n in MEM_DEPTHS]
+counted = [table3.transformer_activation_bytes(n_layers=n, **sizes) for n in MEM_DEPTHS]
 MiB = 2**20
 print("layers  stored MiB  reversible MiB  gradients MiB  Table 3 stored / reversible MiB")
 for i, n in enumerate(MEM_DEPTHS):
@@ -590,7 +596,7 @@ print(
 )
 print(
     f"Table 3 slope (H L^2 floats): {slope(predicted['stored']) / MiB:.3f} MiB; "
-    f"everything the stored blocks keep (memory.transformer_activation_bytes): "
+    f"everything the stored blocks keep (table3.transformer_activation_bytes): "
     f"{slope(counted) / MiB:.3f} MiB"
 )
 print(f"stored / reversible at 24 layers: {peaks['stored'][-1] / peaks['reversible'][-1]:.1f}x")
@@ -612,7 +618,7 @@ plt.show()
 
 # %% [markdown]
 # Stored activations grow linearly. Each extra layer costs what its block keeps for the backward
-# pass, which we can count exactly: the float arrays of `memory.transformer_activation_bytes`
+# pass, which we can count exactly: the float arrays of `table3.transformer_activation_bytes`
 # (among them the Table 3 term, the $2 \cdot 512^2$ attention weights), the block's $(L, L)$
 # boolean causal mask, which that count leaves out, and the layer's share of the gradient tree.
 # The reversible model is flat up to the gradient tree, which grows with depth because every layer

@@ -39,7 +39,7 @@
 # [`chunking.py`](../minireformer/chunking.py) (the unchunked ops they are checked against:
 # [`layers.py`](../minireformer/layers.py)); the models with all switches:
 # [`reformer.py`](../minireformer/reformer.py); measurement and Table 3:
-# [`memory.py`](../minireformer/memory.py); the length sweep at the end:
+# [`memory.py`](../minireformer/measuring/memory.py); the length sweep at the end:
 # [`benchmarks/bench_reformer_memory.py`](../benchmarks/bench_reformer_memory.py).
 
 # %%
@@ -51,16 +51,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from minireformer import (
-    backend,
-    chunking,
-    experiments,
-    layers,
-    memory,
-    plotting,
-    reformer,
-    schematics,
-)
+from minireformer import backend, chunking, layers, loss, reformer
+from minireformer.measuring import memory, memory_model, table3
+from minireformer.reformer_config import ReformerConfig
+from minireformer.teaching import plotting, schematics
+from minireformer.training import experiments
 
 print(backend.describe())
 MiB, GiB = 2**20, 2**30
@@ -269,11 +264,11 @@ def loss_step(h, w, b, chunk_len):
     """Loss and gradients (dh, dw, db) of the output layer; chunk_len None = unchunked."""
     if chunk_len is None:
         logits, c_lin = layers.linear_forward(h, w, b)  # (B, L, V)
-        loss, c_ce = layers.softmax_cross_entropy_forward(logits, targets)
+        value, c_ce = loss.softmax_cross_entropy_forward(logits, targets)
         del logits
-        return loss, layers.linear_backward(layers.softmax_cross_entropy_backward(1.0, c_ce), c_lin)
-    loss, cache = chunking.chunked_output_loss_forward(h, w, b, targets, chunk_len=chunk_len)
-    return loss, chunking.chunked_output_loss_backward(1.0, cache)
+        return value, layers.linear_backward(loss.softmax_cross_entropy_backward(1.0, c_ce), c_lin)
+    value, cache = chunking.chunked_output_loss_forward(h, w, b, targets, chunk_len=chunk_len)
+    return value, chunking.chunked_output_loss_backward(1.0, cache)
 
 
 loss_full, grads_full = loss_step(h64, w_out64, b_out64, None)
@@ -389,7 +384,7 @@ assert loss_peaks[0] < loss_peaks[-1] / 4
 
 # %%
 ARCH_L = 512
-arch_base = reformer.ReformerConfig(
+arch_base = ReformerConfig(
     vocab_size=4096,
     d_model=64,
     n_heads=2,
@@ -408,7 +403,7 @@ ARCHS = {
     "lsh": dict(attention_types=("lsh",), reversible=False),
     "reformer": dict(attention_types=("lsh",), reversible=True, **chunked),
 }
-arch_tokens = np.random.default_rng(10).integers(0, arch_base.vocab_size, size=(1, ARCH_L))
+arch_tokens = np.random.default_rng(10).integers(0, arch_base.vocab_size, size=(1, ARCH_L + 1))
 arch_sizes = dict(batch=1, length=ARCH_L, d_model=64, d_ff=2048, n_heads=2, n_layers=4)
 arch_params = reformer.init_reformer(arch_base, np.random.default_rng(11))  # shared by all five
 
@@ -427,7 +422,7 @@ for name, switches in tqdm(ARCHS.items(), desc="variants"):
 # Predictions of the activations, one column per model of memory (bytes, float32).
 predicted = {
     "Table 3": {
-        name: memory.table3_memory(name, n_hashes=2, chunk_len=32, **arch_sizes) for name in ARCHS
+        name: table3.table3_memory(name, n_hashes=2, chunk_len=32, **arch_sizes) for name in ARCHS
     },
 }
 
@@ -503,7 +498,8 @@ assert all(act[n] > predicted["Table 3"][n] for n in ARCHS)  # the table counts 
 # %% [markdown]
 # ### Formula, exact model and measurement side by side
 #
-# Table 3 is an order of growth. [`memory_model.py`](../minireformer/memory_model.py) is the other
+# Table 3 is an order of growth. [`memory_model.py`](../minireformer/measuring/memory_model.py) is
+# the other
 # extreme: it walks the implementation phase by phase (the loss, each block's feed-forward and
 # attention in the backward pass) and adds up, from their shapes, the arrays alive together in
 # each phase; the largest phase is the predicted peak. It predicts the whole peak, gradients
@@ -511,7 +507,7 @@ assert all(act[n] > predicted["Table 3"][n] for n in ARCHS)  # the table counts 
 # the peak falls.
 
 # %%
-exact = {name: memory.step_peak_model(dataclasses.replace(arch_base, **sw), 1, ARCH_L)
+exact = {name: memory_model.step_peak_model(dataclasses.replace(arch_base, **sw), 1, ARCH_L)
          for name, sw in ARCHS.items()}  # fmt: skip
 header = ["Table 3 MiB", "exact MiB", "measured MiB", "error"]
 print(f"{'variant':20s}" + "".join(f"{c:>14s}" for c in header) + "  phase")
@@ -561,7 +557,7 @@ sweep = {name: {} for name in SWEEP}
 for name, lengths in SWEEP.items():
     for length in tqdm(lengths, desc=name):
         cfg = dataclasses.replace(sweep_base, **ARCHS[name])
-        tokens = np.random.default_rng(13).integers(0, cfg.vocab_size, size=(1, length))
+        tokens = np.random.default_rng(13).integers(0, cfg.vocab_size, size=(1, length + 1))
         (_, grads), peak = memory.measure_peak(
             reformer.loss_and_grads, sweep_params, tokens, cfg, np.random.default_rng(14)
         )
@@ -578,11 +574,11 @@ for name, color in (("transformer", "C3"), ("reformer", "C0")):
     lengths = list(sweep[name])
     ax.loglog(lengths, np.array(list(sweep[name].values())) / MiB, "o-", color=color,
               label=f"{name}, measured (minus gradients)")  # fmt: skip
-    table3 = [
-        memory.table3_memory(name, n_hashes=2, chunk_len=32, **{**arch_sizes, "length": n})
+    predicted = [
+        table3.table3_memory(name, n_hashes=2, chunk_len=32, **{**arch_sizes, "length": n})
         for n in lengths
     ]
-    ax.loglog(lengths, np.array(table3) / MiB, "--", color=color, label=f"{name}, Table 3")
+    ax.loglog(lengths, np.array(predicted) / MiB, "--", color=color, label=f"{name}, Table 3")
 ax.set_xscale("log", base=2)
 ax.set_xticks(SWEEP["reformer"], [f"{n:,}" for n in SWEEP["reformer"]])
 plotting.label_log_axis(ax.yaxis)
@@ -596,7 +592,7 @@ plt.show()
 
 # %% [markdown]
 # After the first doubling (while the attention's block buffers still grow to their fixed size,
-# `chunked_attention.BLOCK_ELEMENTS`), the Reformer's step grows by less than 2.2 per doubling of
+# `windows.BLOCK_ELEMENTS`), the Reformer's step grows by less than 2.2 per doubling of
 # $L$: at most linear growth, below it while fixed costs (the weight gradients, those buffers) are
 # a large share; the Transformer's by a factor above 2.3 that rises with $L$, towards the 4 of its
 # $L^2$ attention weights, kept for every layer. At 2,048 tokens the Transformer needs more than

@@ -44,11 +44,12 @@
 # attention, hash rounds, the paper's and the released code's semantics); [06](06_chunking.ipynb)
 # (the model as a whole). Symbols follow the [notation](../README.md#notation) table.
 #
-# **Code.** The task: [`data.py`](../minireformer/data.py); the training loop and evaluation:
-# [`train.py`](../minireformer/train.py); the settings and runs:
-# [`experiments.py`](../minireformer/experiments.py); the checkpoints:
-# [`checkpoint.py`](../minireformer/checkpoint.py); the pictures:
-# [`attention_maps.py`](../minireformer/attention_maps.py).
+# **Code.** The task: [`data.py`](../minireformer/training/data.py); the training loop and
+# evaluation:
+# [`train.py`](../minireformer/training/train.py); the settings and runs:
+# [`experiments.py`](../minireformer/training/experiments.py); the checkpoints:
+# [`checkpoint.py`](../minireformer/training/checkpoint.py); the pictures:
+# [`attention_maps.py`](../minireformer/teaching/attention_maps.py).
 
 # %%
 import dataclasses
@@ -58,7 +59,9 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minireformer import attention_maps, backend, checkpoint, data, experiments, plotting
+from minireformer import backend
+from minireformer.teaching import attention_maps, plotting
+from minireformer.training import checkpoint, data, experiments
 
 RETRAIN = False  # True: train and evaluate the four models from scratch (about 25 minutes)
 print(backend.describe())
@@ -200,14 +203,16 @@ check_table2(live)  # and the shipped checkpoints, evaluated now
 #
 # Notebook 04 showed two LSH semantics: the paper's (keys of other buckets masked, the log-count
 # correction for keys attended in several rounds) and the released trax / Hugging Face code's (both
-# switched off: `attend_across_buckets` and `allow_duplicate_attention` True). The models were
+# switched off: `semantics="released"`). The models were
 # trained with the paper's; here the same weights are evaluated with the released code's.
 
 # %%
 released = results["released_semantics"]
 show(released, "accuracy %, released semantics at evaluation, 1,000 sequences")
 live_released = {
-    row: experiments.evaluate_duplication(ck.params, ck.config, n_sequences=200, released=True)
+    row: experiments.evaluate_duplication(
+        ck.params, ck.config, n_sequences=200, semantics="released"
+    )
     for row, ck in models.items()
 }
 show(live_released, "accuracy %, released semantics, the first 200, evaluated now")
@@ -259,7 +264,7 @@ plt.show()
 # successor.) Averaged over heads:
 
 # %%
-seq = task.eval_batches(1, None, 1)[0][0][:1]  # one held-out sequence
+seq = task.eval_batches(1, None, 1)[0][0][:1, :-1]  # one held-out sequence, as the model reads it
 maps = {
     "full-trained, full attention": (models["full"], ("full", 1)),
     "LSH-4-trained, LSH-4": (models["lsh4"], ("lsh", 4)),

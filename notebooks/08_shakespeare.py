@@ -31,10 +31,13 @@
 # reversible layers, chunking) and [07](07_duplication.ipynb) (training and evaluating small
 # models). Symbols follow the [notation](../README.md#notation) table.
 #
-# **Code.** The text and its split: [`data.py`](../minireformer/data.py) (`CharText`); training
-# and evaluation: [`train.py`](../minireformer/train.py) with Adam in
-# [`optim.py`](../minireformer/optim.py); sampling: [`sampling.py`](../minireformer/sampling.py);
-# the settings and runs: [`experiments.py`](../minireformer/experiments.py); sinusoidal and axial
+# **Code.** The text and its split: [`data.py`](../minireformer/training/data.py) (`CharText`);
+# training
+# and evaluation: [`train.py`](../minireformer/training/train.py) with Adam in
+# [`optim.py`](../minireformer/training/optim.py); sampling:
+# [`sampling.py`](../minireformer/training/sampling.py);
+# the settings and runs: [`experiments.py`](../minireformer/training/experiments.py); sinusoidal
+# and axial
 # positions: [`positional.py`](../minireformer/positional.py).
 #
 # The corpus is tiny Shakespeare (about 1.1M characters, public domain), shipped in
@@ -48,17 +51,10 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minireformer import (
-    backend,
-    checkpoint,
-    data,
-    experiments,
-    lm,
-    memory,
-    plotting,
-    sampling,
-    train,
-)
+from minireformer import backend
+from minireformer.measuring import memory
+from minireformer.teaching import plotting
+from minireformer.training import checkpoint, data, evaluation, experiments, lm, sampling
 from minireformer.tree import leaves
 
 RETRAIN = False  # True: train both models, the ablation and Figure 3's four (over an hour)
@@ -90,8 +86,8 @@ assert floors["bigram"] < floors["unigram"] < np.log2(text.vocab_size)
 #
 # Both have 4 layers of width 128 with 4 heads of 32 and a 512-wide feed-forward.
 #
-# - **Transformer**: the pre-LayerNorm baseline of `model.py`, trained on 12 windows of 64
-#   characters for 1,800 steps with Adam at 1e-3 (the calibration setting of issue 8).
+# - **Transformer**: the pre-LayerNorm baseline of `transformer.py`, trained on 12 windows of 64
+#   characters for 1,800 steps with Adam at 1e-3 (a calibration setting).
 # - **Reformer**: reversible layers alternating local attention (chunks of 64, each attending to
 #   itself and the chunk before) and LSH attention (2 rounds), shared-QK, sinusoidal positions
 #   (`positional.sinusoidal`, no parameters). It trains exactly like the Transformer for 1,800
@@ -133,7 +129,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 for label, ck in models.items():
     log = ck.log
     smooth = np.convolve(log[:, 1], np.ones(50) / 50, mode="valid") / LN2
-    ev = train.eval_rows(log)
+    ev = evaluation.eval_rows(log)
     axes[0].plot(log[49:, 0], smooth, alpha=0.6, label=f"{label} training (mean of 50)")
     axes[0].plot(ev[:, 0], ev[:, 2] / LN2, marker="o", label=f"{label} validation")
     axes[1].plot(ev[:, 4] / 60, ev[:, 2] / LN2, marker="o", label=f"{label} validation")
@@ -181,10 +177,10 @@ assert with_offsets[15] < with_offsets[0] - 0.5  # sinusoids and offsets: much b
 t0 = time.perf_counter()
 reformer, transformer = models["Reformer"], models["Transformer"]
 live = {
-    "Reformer": train.evaluate(reformer.params, reformer.config, text.eval_batches(1, 2048, 8))[
-        "bits"
-    ],
-    "Transformer": train.evaluate(
+    "Reformer": evaluation.evaluate(
+        reformer.params, reformer.config, text.eval_batches(1, 2048, 8)
+    )["bits"],
+    "Transformer": evaluation.evaluate(
         transformer.params, transformer.config, text.eval_batches(16, 64, 16)
     )["bits"],
 }
@@ -296,7 +292,7 @@ for label, cfg, lengths in (
 ):
     params = lm.init_params(cfg, rng)
     for length in lengths:
-        tokens = rng.integers(0, text.vocab_size, (1, length))
+        tokens = rng.integers(0, text.vocab_size, (1, length + 1))  # the model reads L
         _, peak = memory.measure_training_step(lm.loss_and_grads, params, tokens, cfg, rng)
         peaks[label][length] = peak
         print(f"{label:11s} L = {length:5d}: {peak / 2**20:8.1f} MiB")

@@ -34,10 +34,11 @@
 #
 # **Code:** the benchmarks in `benchmarks/` (one concept per script, shared
 # timing in [`common.py`](../benchmarks/common.py), FLOP counts in
-# [`flops.py`](../benchmarks/flops.py)); the library's
+# [`flops.py`](../minireformer/measuring/flops.py)); the library's
 # [`lsh_attention.py`](../minireformer/lsh_attention.py),
-# [`chunked_attention.py`](../minireformer/chunked_attention.py),
-# [`attention.py`](../minireformer/attention.py) and [`memory.py`](../minireformer/memory.py).
+# [`windows.py`](../minireformer/windows.py),
+# [`attention.py`](../minireformer/attention.py) and
+# [`memory.py`](../minireformer/measuring/memory.py).
 #
 # This notebook reads the committed results in `benchmarks/results/` (so it runs in seconds) and
 # reruns one small benchmark live. Timings are of a shared 2-core CPU: they vary by tens of
@@ -50,27 +51,19 @@ print(backend.describe())
 
 # %%
 import os
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-import minireformer
-from minireformer import plotting
-
-ROOT = Path(minireformer.__file__).resolve().parents[1]  # the repository (installed with -e)
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_attention_speed  # noqa: E402
-import bench_flop_rate  # noqa: E402
-import flops  # noqa: E402
-import readme_table  # noqa: E402
+from minireformer.measuring import flops, report, timing
+from minireformer.teaching import plotting
 
 # the results `make bench` wrote; another folder (your own run) through this variable
-RESULTS = Path(os.environ.get("MINIREFORMER_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
-results = readme_table.load(RESULTS)
-tables = readme_table.tables(RESULTS)
+RESULTS = Path(os.environ.get("MINIREFORMER_BENCH_RESULTS", report.RESULTS))
+results = report.load(RESULTS)
+tables = report.tables(RESULTS)
 for name, data in results.items():
     when = None if data is None else data.get("machine", {}).get("date", "(no date)")
     print(f"{name + '.json':22s}", "missing" if data is None else f"measured {when}")
@@ -81,7 +74,7 @@ for name, data in results.items():
 # `benchmarks/bench_attention_speed.py` times one forward and one backward pass of the attention
 # functions alone (no projections): `lsh_attention_forward` / `lsh_attention_backward` with
 # R = 1, 2, 4, 8 rounds, and dense `shared_qk_attention_forward` / `_backward`, causal, float32,
-# with the heads of the model (H = 4 of Dh = 64) and C = 64. Every LSH call holds the same
+# with the heads of the benchmark LM (H = 4 of Dh = 64) and C = 64. Every LSH call holds the same
 # number of tokens, B x L = 65,536 (batch 64 at L = 1,024, ..., batch 1 at 65,536), so the time
 # per token is comparable across lengths. Full attention's (L, L) weights outgrow memory first:
 # it runs only where they fit a budget, with a smaller batch where needed (its time per token
@@ -178,12 +171,13 @@ if speed is not None:
 # If the arithmetic alone decided, where would the crossover be? Per query and head, full
 # attention's six products over L keys cost 12 L Dh FLOPs forward and backward. LSH attention's
 # products over its window of W = 2C keys cost 14 W Dh per round (its backward recomputes the
-# logits: seven products, see [`flops.py`](../benchmarks/flops.py)), plus hashing, L Dh R K / L =
+# logits: seven products, see [`flops.py`](../minireformer/measuring/flops.py)), plus hashing, L Dh
+# R K / L =
 # Dh R K per query, which grows with L because the default K = 2L/C does. The counts come from
 # `flops.py`, whose window terms a test checks against the products the library actually makes.
 
 # %%
-setup = bench_attention_speed.SETUPS["full"]
+setup = results["attention_speed"]["setup"]  # the heads and chunks the benchmark measured
 H, Dh, C = setup["n_heads"], setup["d_head"], setup["chunk_len"]
 
 
@@ -261,7 +255,8 @@ if speed is not None:
 # ## 3. What LSH attention spends its time on
 #
 # `benchmarks/bench_flop_rate.py` profiles one forward + backward of LSH attention on the
-# issue's layer (L = 16,384, R = 4) with cProfile. NumPy's ufuncs (matmul, exp, the arithmetic)
+# benchmark LM's layer (L = 16,384, R = 4) with cProfile. NumPy's ufuncs (matmul, exp, the
+# arithmetic)
 # do not appear as entries of their own: their time is the own time of the library function that
 # calls them, so `window_attention_forward` / `_backward` and `_block_logits` include the products
 # and the softmax.
@@ -275,7 +270,7 @@ else:
         [f"{100 * r['own_share']:.1f}%", f"{r['own_s']:.2f} s", f"`{r['function']}`"]
         for r in rate["profile"]["top"][:10]
     ]
-    display(Markdown(readme_table.markdown_table(["share", "own time", "function"], rows)))
+    display(Markdown(report.markdown_table(["share", "own time", "function"], rows)))
     top = rate["profile"]["top"][0]
     # Observation (not asserted, it changes as the library gets faster): the largest own time
     print(f"largest own time: {top['function']}, {top['own_share']:.0%} of the call")
@@ -285,10 +280,8 @@ else:
 # (L = 4,096, batch 1, R = 2): a few seconds. Its numbers are this run's, printed, not asserted.
 
 # %%
-qk, v, dout = bench_attention_speed.inputs(setup, 1, 4096)
-live = bench_flop_rate.profile(
-    lambda: bench_attention_speed.lsh_step(qk, v, dout, chunk_len=C, n_hashes=2)
-)
+qk, v, dout = timing.attention_inputs(H, Dh, 1, 4096)
+live = timing.profile(lambda: timing.lsh_step(qk, v, dout, chunk_len=C, n_hashes=2))
 print(f"one LSH forward + backward at L = 4,096, R = 2: {live['total_s']:.2f} s (profiled)")
 for r in live["top"][:8]:
     print(f"  {100 * r['own_share']:5.1f}%  {r['function']}")
@@ -319,7 +312,8 @@ if rate is not None:
 # `benchmarks/bench_memory.py` measures peak memory (`memory.measure_peak`: the bytes NumPy
 # allocates during a call on top of what existed before) of one attention sub-layer's forward +
 # backward against L, and of one training step against the number of layers, and sets beside
-# each the exact memory model of [`memory_model.py`](../minireformer/memory_model.py), which
+# each the exact memory model of [`memory_model.py`](../minireformer/measuring/memory_model.py),
+# which
 # counts the arrays this implementation holds at its peak.
 
 # %%
@@ -370,7 +364,7 @@ if mem is not None:
 # %% [markdown]
 # ## 6. The LM training step, L = 4,096 ... 65,536
 #
-# `benchmarks/bench_reformer_memory.py` times one `loss_and_grads` step of the model (6
+# `benchmarks/bench_reformer_memory.py` times one `loss_and_grads` step of the benchmark LM (6
 # reversible LSH layers, d_model 256, 4 heads of 64, d_ff 1024, R = 4, C = 64, vocabulary 256,
 # axial positions, chunked feed-forward and loss, batch 1) and measures its peak.
 

@@ -171,7 +171,7 @@ def test_describe_names_the_gpu_under_cupy(restore_backend):
 
 
 # ---------------------------------------------------------------------------------------------
-# The CuPy code paths, on the CuPy stand-in (conftest.FakeCupy)
+# The CuPy code paths, on the CuPy stand-in (fake_cupy.FakeCupy)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -289,7 +289,6 @@ def test_memory_is_measured_from_the_cupy_pool(fake_cupy):
     assert inner_peak == mb8 and outer_peak == 2 * mb8
 
 
-@pytest.mark.slow
 def test_the_gpu_comparisons_run_against_the_cupy_stand_in():
     """tests/test_gpu.py, skipped without a GPU, is itself run here with the stand-in as cupy
     (conftest's MINIREFORMER_TEST_FAKE_CUPY): every comparison runs, none is skipped."""

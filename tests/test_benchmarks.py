@@ -27,7 +27,8 @@ SIGNED_KEYS = {"warmup", "intercept", "slope_per_token"}
 @pytest.fixture(scope="module")
 def bench_module():
     """``bench_module(stem)``: the benchmark script ``benchmarks/<stem>.py``, imported as a module
-    of the ``benchmarks`` package (the repository root is on the path under ``python -m pytest``)."""
+    of the ``benchmarks`` package (the repository root is on the path under ``python -m
+    pytest``)."""
     return lambda stem: importlib.import_module(f"benchmarks.{stem}")
 
 

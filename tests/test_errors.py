@@ -131,8 +131,9 @@ CASES = [
      ValueError, "semantics: expected 'paper', 'released' or a Semantics"),
     ("lsh-switch-str", lambda: LA.lsh_attention_forward(Q, Q, semantics=LA.Semantics("no",
      False), **LSH), TypeError, "attend_across_buckets: expected True or False"),
-    ("multihead-causal-str", lambda: MHA.multihead_attention_forward(Q[0], MHA.init_multihead_attention(
-     g(), 4, 2, 2), n_heads=2, causal="False"), TypeError, "causal: expected True or False"),
+    ("multihead-causal-str", lambda: MHA.multihead_attention_forward(Q[0],
+     MHA.init_multihead_attention(g(), 4, 2, 2), n_heads=2, causal="False"), TypeError,
+     "causal: expected True or False"),
     ("sublayer-causal-str", lambda: S.AttentionSubLayer("full", n_heads=2, d_head=4,
      causal="False"), TypeError, "causal: expected True or False"),
     ("mask-self-str", lambda: A.mask_logits(np.zeros((4, 4)), np.arange(4), np.arange(4),

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py on a CPU: its arguments, its JSON, its "no GPU" stop, and a whole run
-at toy sizes against the CuPy stand-in (conftest.FakeCupy). The GPU numbers are its job on a GPU."""
+at toy sizes against the CuPy stand-in (fake_cupy.FakeCupy). The GPU numbers are its job on a
+GPU."""
 
 import importlib.util
 import json

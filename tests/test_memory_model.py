@@ -1,4 +1,4 @@
-"""The exact memory model (issue 10) against tracemalloc, over a small grid of shapes.
+"""The exact memory model against tracemalloc, over a small grid of shapes.
 
 memory_model counts, from the code, the arrays alive at the peak of an attention layer's forward
 and backward and of a reversible training step; measure_peak records what NumPy really allocates.
@@ -100,7 +100,7 @@ def test_step_model_predicts_the_measured_peak(
                          reversible)  # fmt: skip
     rng = np.random.default_rng(0)
     params = reformer.init_reformer(config, rng)
-    tokens = rng.integers(0, 64, size=(1, length))
+    tokens = rng.integers(0, 64, size=(1, length + 1))  # the model reads L
     _, measured = memory.measure_training_step(
         lambda p: reformer.loss_and_grads(p, tokens, config, rng=np.random.default_rng(1)), params
     )

@@ -1,4 +1,4 @@
-"""Tests of Adam and global-norm clipping (minireformer/optim.py), float64."""
+"""Tests of Adam and global-norm clipping (minireformer/training/optim.py), float64."""
 
 import math
 

@@ -109,11 +109,21 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path):
     )
     assert res.interrupted and checkpoint.load(out).step == 1
     done = train.train(
-        tiny_reformer(), run_settings(checkpoint_every=100), TASK, out=out, resume=True, progress=False
+        tiny_reformer(),
+        run_settings(checkpoint_every=100),
+        TASK,
+        out=out,
+        resume=True,
+        progress=False,
     )
     assert done.step == 6 and not done.interrupted
     again = train.train(
-        tiny_reformer(), run_settings(checkpoint_every=100), TASK, out=out, resume=True, progress=False
+        tiny_reformer(),
+        run_settings(checkpoint_every=100),
+        TASK,
+        out=out,
+        resume=True,
+        progress=False,
     )
     assert again.step == 6  # a finished run returns at once
 
@@ -163,7 +173,12 @@ def test_resume_refuses_another_config_or_training_settings(tmp_path):
         train.train(tiny_transformer(), run_settings(), TASK, out=out, resume=True, progress=False)
     with pytest.raises(checkpoint.CheckpointError, match="other training settings .lr"):
         train.train(
-            tiny_reformer(), run_settings(steps=2, lr=1e-2), TASK, out=out, resume=True, progress=False
+            tiny_reformer(),
+            run_settings(steps=2, lr=1e-2),
+            TASK,
+            out=out,
+            resume=True,
+            progress=False,
         )
 
 

@@ -19,7 +19,7 @@ The four checks:
 - :func:`check_true`: any other condition, with the message to show when it fails.
 
 The tolerance of :func:`check_close` is ``|got - expected| <= atol + rtol * max|expected|`` entry by
-entry: relative to the scale of the whole array, as :func:`~minireformer.measuring.gradcheck.rel_error` is, so
+entry: relative to the scale of the whole array, as ``gradcheck.rel_error`` is, so
 that an entry whose expected value is exactly zero is not held to an exact match.
 """
 

@@ -20,7 +20,7 @@ DPI = 110
 
 def figures_dir() -> Path:
     """``$MINIREFORMER_FIGURES`` if set, else the ``figures/`` folder at the repository root."""
-    path = Path(os.environ.get(FIGURES_ENV, Path(__file__).resolve().parents[1] / "figures"))
+    path = Path(os.environ.get(FIGURES_ENV, Path(__file__).resolve().parents[2] / "figures"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

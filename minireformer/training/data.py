@@ -35,7 +35,7 @@ import numpy as np
 from ..checks import check_positive_int
 
 TASKS = ("duplication", "text")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEXT = (
     "data/tinyshakespeare.txt"  # relative paths are tried in the working folder, then here
 )

@@ -29,7 +29,7 @@ from ..teaching import plotting
 from ..transformer import TransformerConfig
 from . import checkpoint, data, evaluation, lm, settings, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNS, CHECKPOINTS, RESULTS = ROOT / "runs", ROOT / "checkpoints", ROOT / "results"
 
 # ---- 1. duplication ------------------------------------------------------------------------
@@ -62,7 +62,7 @@ DUPLICATION_COLUMNS = {
 }
 DUPLICATION_EVAL_SEQUENCES = 1000
 # Table 2 of the paper (L = 1024, accuracy %, rows trained, columns evaluated): the cells quoted
-# in issue 8 from the paper; the rest are left out (None) rather than quoted from memory.
+# quoted from the paper so far; the rest are left out (None) rather than quoted from memory.
 PAPER_TABLE2 = {
     "full": {"full": 100.0, "lsh8": 94.8, "lsh4": None, "lsh2": None, "lsh1": 52.5},
     "lsh4": {"full": 0.8, "lsh8": 100.0, "lsh4": None, "lsh2": None, "lsh1": 91.9},
@@ -121,7 +121,7 @@ SHAKESPEARE_REFORMER_TRAIN = dict(
 SHAKESPEARE_TRANSFORMER = dict(
     vocab_size=65, d_model=128, n_heads=4, d_head=32, d_ff=512, n_layers=4, max_len=64
 )
-SHAKESPEARE_TRANSFORMER_TRAIN = dict(  # issue 8's calibration run: 12 windows of 64, Adam 1e-3
+SHAKESPEARE_TRANSFORMER_TRAIN = dict(  # a calibration run: 12 windows of 64, Adam 1e-3
     steps=1800, batch_size=12, seq_len=64, lr=1e-3, warmup=100, schedule="cosine",
     eval_every=300, eval_batches=4, checkpoint_every=100,
 )  # fmt: skip

@@ -1,5 +1,6 @@
 """One interface to both language models: the Reformer (``reformer.py``) and the baseline
-Transformer (``transformer.py``), so that training, evaluation, sampling and checkpoints are written once.
+Transformer (``transformer.py``), so that training, evaluation, sampling and checkpoints are
+written once.
 
 The model's kind follows from its config's type (:class:`ReformerConfig` or
 :class:`TransformerConfig`); configs travel as JSON-able dicts ``{"kind": ..., **fields}``

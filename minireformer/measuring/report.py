@@ -1,11 +1,11 @@
-"""Print the README's Performance tables (Markdown) from the benchmark results in JSON.
+"""The benchmark results as tables: the README's Performance section and notebook 09's.
 
-The numbers in the README are never typed by hand: ``python benchmarks/readme_table.py`` reads
-``benchmarks/results/*.json`` (written by ``make bench`` and ``make bench-compare``) and prints
-the tables to paste. A results file that is missing is named in the output instead of its table.
-Notebook 09 shows the same tables by calling :func:`tables`.
+The numbers in the README are never typed by hand: ``python -m minireformer.measuring.report``
+reads the results in JSON (``benchmarks/results/*.json``, written by ``make bench`` and ``make
+bench-compare``) and prints the tables to paste. A results file that is missing is named in the
+output instead of its table. Notebook 09 shows the same tables by calling :func:`tables`.
 
-Usage: ``python benchmarks/readme_table.py [--results-dir benchmarks/results]``
+Usage: ``python -m minireformer.measuring.report [--results-dir benchmarks/results]``
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import RESULTS, MiB
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # make bench's
+MiB = 2**20
 
 FILES = ("attention_speed", "flop_rate", "memory", "reformer_memory", "compare_hf")
 
