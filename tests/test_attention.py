@@ -1,15 +1,14 @@
 """Tests of full attention (minireformer/attention.py), float64.
 
-The reference below is deliberately naive: one query at a time, one key at a time, masks written as
-plain ``if`` statements, so that the vectorised code is checked against the semantics as stated.
+Outputs and log-sum-exps are checked against ``reference.full_attention`` and
+``reference.shared_qk_attention``: plain dense softmax with the masks as stated.
 """
-
-import math
 
 import numpy as np
 import pytest
 
 from minireformer import attention as A
+from minireformer import loss, reference
 from minireformer import multihead_attention as MHA
 from minireformer.measuring.gradcheck import check_op
 
@@ -35,59 +34,33 @@ def _padding_mask():
     return mask
 
 
-def naive_attention(q, k, v, *, causal, mask, shared_qk):
-    """Per-query loop reference: the documented mask semantics written out one logit at a time."""
-    b_, h_, l_, dh = q.shape
-    out = np.zeros(q.shape[:3] + v.shape[-1:])
-    lse = np.zeros(q.shape[:3])
-    for b in range(b_):
-        for h in range(h_):
-            for i in range(l_):
-                logits = []
-                for j in range(l_):
-                    if shared_qk:
-                        key = k[b, h, j] / math.sqrt(sum(x * x for x in k[b, h, j]) + 1e-12)
-                        s = float(q[b, h, i] @ key)
-                    else:
-                        s = float(q[b, h, i] @ k[b, h, j]) / math.sqrt(dh)
-                    if causal and j > i:
-                        s = A.NEG_MASK
-                    if mask is not None and not mask[b, j]:
-                        s = A.NEG_MASK
-                    if shared_qk and j == i:
-                        s = A.NEG_SELF  # overrides the other masks
-                    logits.append(s)
-                top = max(logits)
-                weights = [math.exp(s - top) for s in logits]
-                total = sum(weights)
-                lse[b, h, i] = top + math.log(total)
-                out[b, h, i] = sum(w / total * v[b, h, j] for j, w in enumerate(weights))
-    return out, lse
-
-
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-def test_attention_equals_naive_loop(causal, padded):
+def test_attention_equals_the_reference(causal, padded):
     rng = _rng(1)
     q, k, v = _heads(rng), _heads(rng), _heads(rng, B, H, L, 5)
     mask = _padding_mask() if padded else None
     out, cache = A.attention_forward(q, k, v, causal=causal, mask=mask)
-    ref, ref_lse = naive_attention(q, k, v, causal=causal, mask=mask, shared_qk=False)
+    ref = reference.full_attention(q, k, v, causal=causal, mask=mask)
+    logits = reference.masked_logits(q @ k.swapaxes(-1, -2) / DH**0.5, causal=causal, mask=mask)
     assert out.shape == (B, H, L, 5)
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(cache.lse, ref_lse, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(cache.lse, loss.logsumexp(logits), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-def test_shared_qk_equals_naive_loop(causal, padded):
+def test_shared_qk_equals_the_reference(causal, padded):
     rng = _rng(2)
     qk, v = _heads(rng), _heads(rng)
     mask = _padding_mask() if padded else None
     out, cache = A.shared_qk_attention_forward(qk, v, causal=causal, mask=mask)
-    ref, ref_lse = naive_attention(qk, qk, v, causal=causal, mask=mask, shared_qk=True)
+    ref = reference.shared_qk_attention(qk, v, causal=causal, mask=mask)
+    logits = reference.masked_logits(
+        qk @ reference.unit(qk).swapaxes(-1, -2), causal=causal, mask=mask, self_mask=True
+    )
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(cache.lse, ref_lse, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(cache.lse, loss.logsumexp(logits), rtol=1e-12, atol=0)
 
 
 def test_mask_logits_values():

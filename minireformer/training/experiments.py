@@ -35,8 +35,15 @@ RUNS, CHECKPOINTS, RESULTS = ROOT / "runs", ROOT / "checkpoints", ROOT / "result
 # ---- 1. duplication ------------------------------------------------------------------------
 
 DUPLICATION_DATA = {"task": "duplication", "n_symbols": 63, "word_len": 63, "eval_seed": 2026}
+DUPLICATION_LENGTH = 2 * DUPLICATION_DATA["word_len"] + 1  # the tokens a model reads
 DUPLICATION_MODEL = dict(
-    vocab_size=64, d_model=128, n_heads=4, d_ff=256, n_layers=1, chunk_len=16, max_len=128
+    vocab_size=64,
+    d_model=128,
+    n_heads=4,
+    d_ff=256,
+    n_layers=1,
+    chunk_len=16,
+    max_len=DUPLICATION_LENGTH,
 )
 DUPLICATION_TRAIN = dict(
     batch_size=16,

@@ -42,6 +42,8 @@ class TrainConfig:
         eval_batches, eval_batch_size, eval_seq_len: the held-out batches (None: as training).
         checkpoint_every: write the checkpoint every this many steps (and at the last).
         seed: seeds every Generator of the run.
+        workers: threads that compute the gradients of slices of each batch (``parallel.py``; run
+            BLAS with one thread each); 1: the whole batch in this thread.
     """
 
     steps: int = 1000
@@ -62,6 +64,7 @@ class TrainConfig:
     eval_seq_len: int | None = None
     checkpoint_every: int = 100
     seed: int = 0
+    workers: int = 1
 
     def __post_init__(self):
         if self.stages is not None:
@@ -92,6 +95,7 @@ class TrainConfig:
             )
         check_bool("random_offset", self.random_offset)
         self.seed = check_nonnegative_int("seed", self.seed)
+        self.workers = check_positive_int("workers", self.workers)
         # lr, betas and clip_norm are checked by Adam (below), which names them the same way
         self.optimizer()
 

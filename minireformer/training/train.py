@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from . import checkpoint, lm
+from . import checkpoint, lm, parallel
 from .evaluation import evaluate
 from .settings import TrainConfig, learning_rate
 
@@ -172,13 +172,14 @@ def train(
                 if tc.random_offset:
                     offset = int(data_rng.integers(0, config.max_len - tokens.shape[1] + 2))
                 t0 = time.perf_counter()
-                loss, grads = lm.loss_and_grads(
+                loss, grads = parallel.loss_and_grads(
                     params,
                     backend.asarray(tokens),
                     config,
                     model_rng,
                     None if mask is None else backend.asarray(mask),
                     offset=offset,
+                    workers=tc.workers,
                 )
                 if not math.isfinite(loss):
                     raise _diverged(step + 1, f"the training loss is {loss}", out, saved_step)
