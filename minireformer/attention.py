@@ -165,21 +165,31 @@ class AttentionCache(NamedTuple):
 
 
 def _attend(q, k, v, scale, causal, mask, self_mask, unit=None):
-    """softmax(mask(scale * q k^T)) v with max-subtraction; returns (out, cache)."""
+    """softmax(mask(scale * q k^T)) v with max-subtraction; returns (out, cache).
+
+    The (B, H, L, L) logits become the weights in place. A masked logit's weight is exactly 0
+    unless its whole row is masked, which only padding can cause (a causal row keeps its
+    diagonal, a shared-QK row its own key): only then does the cache keep the mask, so that the
+    backward can zero those rows' gradients.
+    """
     xp = backend.array_module(q, k, v)
     length = q.shape[2]
-    logits = scale * xp.matmul(q, k.swapaxes(-1, -2))  # (B, H, L, L)
+    logits = xp.matmul(q, k.swapaxes(-1, -2))  # (B, H, L, L)
+    if scale != 1.0:
+        logits *= scale
     pos = xp.arange(length)  # (L,)
     key_valid = None if mask is None else mask[:, None, :]  # (B, 1, L): padding is per key
     logits, keep = mask_logits(
         logits, pos, pos, causal=causal, key_valid=key_valid, self_mask=self_mask
     )
     top = xp.max(logits, axis=-1, keepdims=True)  # (B, H, L, 1) subtracted for stability
-    probs = xp.exp(logits - top)  # (B, H, L, L)
+    logits -= top
+    probs = xp.exp(logits, out=logits)  # (B, H, L, L), unnormalised
     total = xp.sum(probs, axis=-1, keepdims=True)  # (B, H, L, 1)
     probs /= total
     lse = (top + xp.log(total))[..., 0]  # (B, H, L)
     out = xp.matmul(probs, v)  # (B, H, L, Dv)
+    keep = None if mask is None else keep
     return out, AttentionCache(q, k, v, probs, keep, scale, lse, unit)
 
 
@@ -190,19 +200,22 @@ def _attend_backward(dout, cache: AttentionCache):
 
         dV = P^T dout,   dP = dout V^T,   dS = P * (dP - sum_j(dP * P)),
 
-    where sum_j(dP_ij P_ij) = dout_i . out_i. Masked logits were constants: their dS is zeroed.
-    Then dq = scale * dS k and dk = scale * dS^T q.
+    where sum_j(dP_ij P_ij) = dout_i . out_i. Masked logits were constants: their dS is zeroed
+    (it is exactly 0 already wherever their weight is; see _attend). Then dq = scale * dS k and
+    dk = scale * dS^T q.
     """
     checks.grad("dout", dout, cache.q.shape[:3] + cache.v.shape[3:], cache.q.dtype)
     xp = backend.array_module(dout)
     q, k, v, probs, keep, scale = cache.q, cache.k, cache.v, cache.probs, cache.keep, cache.scale
     dv = xp.matmul(probs.swapaxes(-1, -2), dout)  # (B, H, L, Dv)
-    dprobs = xp.matmul(dout, v.swapaxes(-1, -2))  # (B, H, L, L)
-    row = xp.sum(dprobs * probs, axis=-1, keepdims=True)  # (B, H, L, 1)
-    dlogits = probs * (dprobs - row)  # (B, H, L, L)
+    dlogits = xp.matmul(dout, v.swapaxes(-1, -2))  # dP, (B, H, L, L)
+    row = xp.sum(dlogits * probs, axis=-1, keepdims=True)  # (B, H, L, 1)
+    dlogits -= row
+    dlogits *= probs  # dS, in place
     if keep is not None:
-        dlogits = xp.where(keep, dlogits, xp.asarray(0, dtype=dlogits.dtype))
-    dlogits *= scale
+        xp.copyto(dlogits, xp.asarray(0, dtype=dlogits.dtype), where=~keep)
+    if scale != 1.0:
+        dlogits *= scale
     dq = xp.matmul(dlogits, k)  # (B, H, L, Dh)
     dk = xp.matmul(dlogits.swapaxes(-1, -2), q)  # (B, H, L, Dh)
     return dq, dk, dv

@@ -106,10 +106,13 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
     """
     checks.layernorm(x, gamma, beta, eps)
     xp = backend.array_module(x)
-    centred = x - xp.mean(x, axis=-1, keepdims=True)  # (..., D)
-    rstd = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=-1, keepdims=True) + eps)  # (..., 1)
-    xhat = centred * rstd
-    return xhat * gamma + beta, LayerNormCache(xhat, rstd, gamma)
+    xhat = x - xp.mean(x, axis=-1, keepdims=True)  # (..., D), centred
+    var = xp.mean(xhat * xhat, axis=-1, keepdims=True)  # (..., 1)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    xhat *= rstd  # normalised, in place
+    y = xhat * gamma
+    y += beta
+    return y, LayerNormCache(xhat, rstd, gamma)
 
 
 def layernorm_backward(dout, cache: LayerNormCache):
@@ -119,17 +122,24 @@ def layernorm_backward(dout, cache: LayerNormCache):
         dgamma = sum over leading dims of dout * xhat,   dbeta = sum over leading dims of dout.
 
     The two subtracted terms are the gradient flowing through the mean and through the variance.
-    Returns ``(dx, dgamma, dbeta)``.
+    Both means are matrix-vector products with gamma: mean(g) = dout gamma / D and
+    mean(g * xhat) = (dout * xhat) gamma / D. Returns ``(dx, dgamma, dbeta)``.
     """
     checks.grad("dout", dout, cache.xhat.shape, cache.xhat.dtype)
     xp = backend.array_module(dout)
-    xhat, rstd = cache.xhat, cache.rstd
-    g = dout * cache.gamma  # (..., D)
-    dx = rstd * (
-        g - xp.mean(g, axis=-1, keepdims=True) - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)
-    )
+    xhat, rstd, gamma = cache.xhat, cache.rstd, cache.gamma
+    width = xhat.shape[-1]
     lead = tuple(range(dout.ndim - 1))
-    return dx, xp.sum(dout * xhat, axis=lead), xp.sum(dout, axis=lead)
+    dout_xhat = dout * xhat  # (..., D)
+    dgamma = xp.sum(dout_xhat, axis=lead)
+    mean_gx = (dout_xhat @ gamma)[..., None] / width  # (..., 1) mean(g * xhat)
+    mean_g = (dout @ gamma)[..., None] / width  # (..., 1) mean(g)
+    dx = dout * gamma  # g
+    dx -= mean_g
+    dout_xhat = xp.multiply(xhat, mean_gx, out=dout_xhat)  # its buffer reused: xhat mean(g xhat)
+    dx -= dout_xhat
+    dx *= rstd
+    return dx, dgamma, xp.sum(dout, axis=lead)
 
 
 # --- Activations and dropout ---------------------------------------------------------------------
@@ -156,37 +166,35 @@ def _gelu_tanh(x):
 def gelu_forward(x):
     """GELU, tanh approximation (Hendrycks & Gimpel 2016, section 2), as in BERT and trax:
 
-        gelu(x) = 0.5 x (1 + tanh(u)),   u = sqrt(2/pi) (x + 0.044715 x^3)
+        gelu(x) = 0.5 x (1 + t),   t = tanh(u),   u = sqrt(2/pi) (x + 0.044715 x^3)
 
-    x: any shape. (The exact GELU is x Phi(x); the two differ by less than 5e-4.) The cache is x
-    alone: the backward recomputes tanh(u), cheaper than keeping a second array of x's size.
+    x: any shape. (The exact GELU is x Phi(x); the two differ by less than 5e-4.) The cache is the
+    derivative at x (below), computed here while t is at hand: the backward is then one product,
+    and x itself is not kept (an array of x's size either way).
     """
     checks.float_input("x", x)
-    out = _gelu_tanh(x)
-    out += 1.0
-    out *= x
-    out *= 0.5  # 0.5 x (1 + t)
-    return out, x
+    half = _gelu_tanh(x)  # t
+    half += 1.0
+    half *= 0.5  # 0.5 (1 + t)
+    out = half * x
+    # gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    t = 2.0 * half - 1.0  # t again
+    t *= t
+    t -= 1.0  # t^2 - 1
+    slope = x * x
+    slope *= 3 * _GELU_A * _GELU_C
+    slope += _GELU_C  # du/dx
+    slope *= x
+    slope *= 0.5
+    slope *= t  # 0.5 x (t^2 - 1) du/dx
+    half -= slope  # the derivative, in the buffer of 0.5 (1 + t)
+    return out, half
 
 
 def gelu_backward(dout, cache):
-    """gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u)."""
-    x = cache
-    checks.grad("dout", dout, x.shape, x.dtype)
-    t = _gelu_tanh(x)
-    slope = x * x  # x^2, then du/dx = sqrt(2/pi) (1 + 3 a x^2)
-    slope *= 3 * _GELU_A * _GELU_C
-    slope += _GELU_C
-    slope *= x
-    slope *= 0.5  # 0.5 x du/dx
-    t2 = t * t
-    t2 -= 1.0
-    slope *= t2  # 0.5 x (t^2 - 1) du/dx
-    t += 1.0
-    t *= 0.5  # 0.5 (1 + t)
-    t -= slope  # + 0.5 x (1 - t^2) du/dx
-    t *= dout
-    return t
+    """dx = dout * gelu'(x), the derivative the forward cached."""
+    checks.grad("dout", dout, cache.shape, cache.dtype)
+    return dout * cache
 
 
 def relu_forward(x):

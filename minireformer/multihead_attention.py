@@ -30,9 +30,12 @@ from .checks import check_bool, check_float_dtype, check_positive_int, check_rng
 
 
 class MultiheadAttentionCache(NamedTuple):
-    proj: dict  # linear caches, keyed like the weights ("w_q", "w_k", "w_v" or "w_qk"; "w_o")
-    attn: AttentionCache  # its .lse is (B, H, L)
-    n_heads: int
+    x: object  # (B, L, D) the layer's input
+    names: tuple  # the input projections, in order: ("w_q", "w_k", "w_v") or ("w_qk", "w_v")
+    w_in: object  # (D, n * H*Dh) those projections side by side
+    attn: AttentionCache  # of the attention on heads; its .lse is (B, H, L)
+    ctx: object  # (B, L, H*Dh) the merged heads, the input of W_o
+    w_o: object  # (H*Dh, D)
 
 
 def init_multihead_attention(
@@ -66,6 +69,8 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
 
         Q = x W_q, K = x W_k, V = x W_v  -> split into H heads -> attention -> merge -> out W_o
 
+    The input projections run as one product with the weights side by side, [W_q W_k W_v].
+
     With ``p["w_qk"]`` instead of ``w_q``/``w_k``, the heads use :func:`shared_qk_attention_forward`
     (unit-norm keys, self mask, no 1/sqrt(Dh)); otherwise :func:`attention_forward`.
 
@@ -79,31 +84,38 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
         ``(out (B, L, D), cache)``; ``cache.attn.lse`` (B, H, L).
     """
     checks.multihead(x, p, n_heads)
-    in_names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
-    proj, heads = {}, []
-    for name in in_names:
-        y, proj[name] = layers.linear_forward(x, p[name])  # (B, L, H*Dh)
-        heads.append(split_heads(y, n_heads))  # (B, H, L, Dh)
+    xp = backend.array_module(x)
+    names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
+    w_in = xp.concatenate([p[name] for name in names], axis=1)  # (D, n W), one product for all
+    batch, length, _ = x.shape
+    y = (x @ w_in).reshape(batch, length, len(names), n_heads, -1)  # (B, L, n, H, Dh)
+    heads = xp.ascontiguousarray(y.transpose(2, 0, 3, 1, 4))  # (n, B, H, L, Dh)
     attend = shared_qk_attention_forward if "w_qk" in p else attention_forward
     ctx, attn = attend(*heads, causal=causal, mask=mask)  # (B, H, L, Dh)
-    out, proj["w_o"] = layers.linear_forward(merge_heads(ctx), p["w_o"])  # (B, L, D)
-    return out, MultiheadAttentionCache(proj, attn, n_heads)
+    ctx = merge_heads(ctx)  # (B, L, H*Dh)
+    return ctx @ p["w_o"], MultiheadAttentionCache(x, names, w_in, attn, ctx, p["w_o"])
 
 
 def multihead_attention_backward(dout, cache: MultiheadAttentionCache):
     """dout (B, L, D) -> (dx (B, L, D), dp with the keys of p)."""
-    proj, attn, n_heads = cache.proj, cache.attn, cache.n_heads
-    dp = {}
-    dctx, dp["w_o"] = layers.linear_backward(dout, proj["w_o"])  # (B, L, H*Dh)
-    dctx = split_heads(dctx, n_heads)  # (B, H, L, Dh)
-    if attn.unit is not None:
-        dheads = shared_qk_attention_backward(dctx, attn)
-        in_names = ("w_qk", "w_v")
+    c = cache
+    checks.grad("dout", dout, c.x.shape[:-1] + c.w_o.shape[1:], c.x.dtype)
+    xp = backend.array_module(dout)
+    batch, length, width = c.ctx.shape
+    n_heads = c.attn.q.shape[1]
+    dw_o = layers.linear_param_grads(dout, c.ctx)[0]
+    dctx = split_heads(layers.linear_input_grad(dout, c.w_o), n_heads)  # (B, H, L, Dh)
+    if c.attn.unit is not None:
+        dheads = shared_qk_attention_backward(dctx, c.attn)
     else:
-        dheads = attention_backward(dctx, attn)
-        in_names = ("w_q", "w_k", "w_v")
-    dx = None
-    for name, dhead in zip(in_names, dheads):
-        dxi, dp[name] = layers.linear_backward(merge_heads(dhead), proj[name])
-        dx = dxi if dx is None else dx + dxi
-    return dx, {name: dp[name] for name in (*in_names, "w_o")}
+        dheads = attention_backward(dctx, c.attn)
+    dy = xp.empty((batch, length, len(c.names), n_heads, width // n_heads), dtype=dout.dtype)
+    for i, dhead in enumerate(dheads):  # (B, H, L, Dh) -> its slot of (B, L, n, H, Dh)
+        dy[:, :, i] = dhead.transpose(0, 2, 1, 3)
+    dy = dy.reshape(batch, length, -1)  # (B, L, n W)
+    dx = layers.linear_input_grad(dy, c.w_in)
+    dw_in = layers.linear_param_grads(dy, c.x)[0]  # (D, n W)
+    dp = {name: xp.ascontiguousarray(dw_in[:, i * width : (i + 1) * width])
+          for i, name in enumerate(c.names)}  # fmt: skip
+    dp["w_o"] = dw_o
+    return dx, dp

@@ -8,23 +8,29 @@ check a tree against their config with :func:`check_params` before using it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import backend
 from .checks import check_finite, check_float_array, check_keys
 
 
-def leaves_with_paths(tree, path: tuple = ()) -> Iterator[tuple[tuple, object]]:
-    """Yield ``(path, leaf)`` for every array leaf, in a fixed order (dict keys sorted)."""
+def leaves_with_paths(tree, path: tuple = ()) -> list[tuple[tuple, object]]:
+    """``[(path, leaf), ...]`` for every array leaf, in a fixed order (dict keys sorted)."""
+    out = []
+    _collect(tree, path, out)
+    return out
+
+
+def _collect(tree, path: tuple, out: list) -> None:
     if isinstance(tree, dict):
         for key in sorted(tree):
-            yield from leaves_with_paths(tree[key], path + (key,))
+            _collect(tree[key], path + (key,), out)
     elif isinstance(tree, (list, tuple)):
         for i, sub in enumerate(tree):
-            yield from leaves_with_paths(sub, path + (i,))
+            _collect(sub, path + (i,), out)
     else:
-        yield path, tree
+        out.append((path, tree))
 
 
 def leaves(tree) -> list:

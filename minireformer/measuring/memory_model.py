@@ -139,21 +139,21 @@ def attention_peak_model(
         e = b * h * length * length  # the (L, L) logits
         lin = s * b * h * length * d
         cache = {
-            "cache: weights (E)": s * e,
-            "cache: keep mask (bool E)": BOOL * e,
+            "cache: weights, the logits made over in place (E)": s * e,
+            "cache: keep mask, kept only with padding (bool E)": BOOL * e * int(mask),
             "cache: unit keys (L Dh)": lin,
         }
         return _peak(
             {
                 "forward: logits and weights": {
                     **cache,
-                    "logits (E)": s * e,
+                    "keep mask being built (bool E)": BOOL * e * (1 - int(mask)),
                     "masks being built (bool E)": BOOL * e * (1 + int(causal or mask)),
                     "output (L Dh)": lin,
                 },
                 "backward: dS = P (dP - row)": {
                     **cache,
-                    "dP, dP - row, dS (3 E)": 3 * s * e,
+                    "dP made over into dS in place, dP P for the row sums (2 E)": 2 * s * e,
                     "output, dv (2 L Dh)": 2 * lin,
                 },
             }

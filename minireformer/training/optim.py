@@ -22,18 +22,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import backend
+from .. import backend, checks
 from ..checks import check_float_array, check_positive_number, check_rate
 from ..tree import check_same_structure, leaf_name, leaves, leaves_with_paths, map_tree
 
 
 def global_norm(grads) -> float:
-    """sqrt(sum over all leaves of sum(g^2)), accumulated in float64. 0.0 for an empty tree."""
+    """sqrt(sum over all leaves of sum(g^2)), each leaf's sum a dot product (no temporary),
+    added in float64. 0.0 for an empty tree."""
     total = 0.0
     for g in leaves(grads):
         xp = backend.array_module(g)
-        total = total + xp.sum(g * g, dtype=xp.float64)
-    return math.sqrt(float(total))
+        flat = g.reshape(-1)
+        total = total + float(xp.dot(flat, flat))
+    return math.sqrt(total)
 
 
 def finite_global_norm(grads, name: str = "grads") -> float:
@@ -60,6 +62,16 @@ def clip_by_global_norm(grads, max_norm: float):
         return grads, norm
     scale = max_norm / norm
     return map_tree(lambda g: g * scale, grads), norm
+
+
+@checks.door
+def _check_step(params, grads, state) -> None:
+    """Adam.step's door: gradients and state of the parameters' structure (the trainer, whose
+    gradients come from the model, runs the step inside ``checks.trusted()``)."""
+    check_same_structure(params, grads, "grads")
+    if not isinstance(state, dict) or set(state) != {"m", "v", "step"}:
+        raise ValueError("state: expected the dict returned by Adam.init(params)")
+    check_same_structure(params, state["m"], "state")
 
 
 @dataclass
@@ -104,23 +116,28 @@ class Adam:
         Returns ``{"grad_norm": global norm before clipping, "clipped": bool, "step": t}``.
         Raises ValueError, before changing anything, if the gradients are not finite.
         """
-        check_same_structure(params, grads, "grads")
-        if not isinstance(state, dict) or set(state) != {"m", "v", "step"}:
-            raise ValueError("state: expected the dict returned by Adam.init(params)")
-        check_same_structure(params, state["m"], "state")
+        _check_step(params, grads, state)
         norm = finite_global_norm(grads)
-        clipped = self.clip_norm is not None and norm > self.clip_norm
-        if clipped:
-            grads, _ = clip_by_global_norm(grads, self.clip_norm)
+        clipped = self.clip_norm is not None and norm > self.clip_norm  # scales g in the update
         t = state["step"] = state["step"] + 1
         c1, c2 = 1.0 - self.beta1**t, 1.0 - self.beta2**t  # bias corrections
+        scale = 1.0 if not clipped else self.clip_norm / norm
         for p, g, m, v in zip(
             leaves(params), leaves(grads), leaves(state["m"]), leaves(state["v"])
         ):
             xp = backend.array_module(p)
+            # in place, one temporary per leaf: m and v updated, then the step
+            tmp = xp.multiply(g, (1.0 - self.beta1) * scale)
             m *= self.beta1
-            m += (1.0 - self.beta1) * g
+            m += tmp
+            xp.multiply(g, g, out=tmp)
+            tmp *= (1.0 - self.beta2) * scale * scale
             v *= self.beta2
-            v += (1.0 - self.beta2) * (g * g)
-            p -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+            v += tmp
+            xp.sqrt(v, out=tmp)
+            tmp *= 1.0 / math.sqrt(c2)
+            tmp += self.eps  # sqrt(v_hat) + eps
+            xp.divide(m, tmp, out=tmp)
+            tmp *= self.lr / c1  # lr m_hat / (sqrt(v_hat) + eps)
+            p -= tmp
         return {"grad_norm": norm, "clipped": clipped, "step": t}
