@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOK_SOURCES := $(sort $(wildcard notebooks/[0-9]*.py))
 
-.PHONY: install notebooks test lint lab bench bench-quick benchmarks bench-compare gpu-check \
+.PHONY: install notebooks test lint lab bench bench-quick benchmarks bench-compare bench-throughput gpu-check \
 	reproduce exercises site clean clean-runs
 
 $(STAMP): pyproject.toml
@@ -75,6 +75,12 @@ $(COMPARE_VENV)/.installed-stamp: pyproject.toml
 
 bench-compare: $(COMPARE_VENV)/.installed-stamp
 	$(COMPARE_VENV)/bin/python -m benchmarks.compare_hf $(COMPARE_ARGS)
+
+# Training throughput (tokens/s of a whole optimizer step) of the shipped shapes beside a plain
+# PyTorch GPT and Hugging Face's Reformer, 2 threads each, interleaved (a few minutes):
+# benchmarks/results/throughput.json. Run it on an otherwise idle machine.
+bench-throughput: $(COMPARE_VENV)/.installed-stamp
+	$(COMPARE_VENV)/bin/python -m benchmarks.compare_throughput $(THROUGHPUT_ARGS)
 
 # The GPU check on a machine with an NVIDIA GPU and CuPy: the CuPy test cases, then LSH
 # and full attention and a Reformer training step against length, into

@@ -80,9 +80,16 @@ def _shapes(quick: bool) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _mini_step(model: dict, batch: int, length: int):
-    from minireformer.training import lm, optim
+def _workers(system: str, batch: int, threads: int) -> int:
+    """minireformer's data-parallel workers: one per thread when the batch splits that far (each
+    with one BLAS thread), else 1 (BLAS then has every thread). The other systems: 1."""
+    return threads if system == "minireformer" and batch >= threads else 1
 
+
+def _mini_step(model: dict, batch: int, length: int, workers: int = 1):
+    from minireformer.training import allocator, lm, optim, parallel
+
+    allocator.keep_freed_memory()  # as the trainer does
     config = lm.config_from_dict(model)
     rng = np.random.default_rng(0)
     params = lm.init_params(config, rng)
@@ -91,14 +98,14 @@ def _mini_step(model: dict, batch: int, length: int):
     tokens = rng.integers(0, config.vocab_size, size=(batch, length + 1))  # reads `length`
 
     def step():
-        loss, grads = lm.loss_and_grads(params, tokens, config, rng)
+        loss, grads = parallel.loss_and_grads(params, tokens, config, rng, workers=workers)
         adam.step(params, grads, state)
         return loss
 
     return step
 
 
-def _gpt_step(model: dict, batch: int, length: int):
+def _gpt_step(model: dict, batch: int, length: int, workers: int = 1):
     """A plain PyTorch GPT of the minireformer Transformer's shape and its Adam step."""
     import torch
     from torch import nn
@@ -147,7 +154,7 @@ def _gpt_step(model: dict, batch: int, length: int):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         adam.step()
-        return float(loss)
+        return loss.item()
 
     return step
 
@@ -188,7 +195,7 @@ def _hf_kwargs(model: dict, length: int) -> dict:
     )
 
 
-def _hf_step(model: dict, batch: int, length: int):
+def _hf_step(model: dict, batch: int, length: int, workers: int = 1):
     import torch
     from transformers import ReformerConfig, ReformerModelWithLMHead
 
@@ -203,7 +210,7 @@ def _hf_step(model: dict, batch: int, length: int):
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         adam.step()
-        return float(out.loss)
+        return out.loss.item()
 
     return step
 
@@ -222,7 +229,9 @@ def worker(spec: dict) -> dict:
         import torch
 
         torch.set_num_threads(spec["threads"])
-    step = BUILDERS[spec["system"]](spec["model"], spec["batch"], spec["length"])
+    step = BUILDERS[spec["system"]](
+        spec["model"], spec["batch"], spec["length"], spec.get("workers", 1)
+    )
     for _ in range(2):
         step()
     times = []
@@ -230,7 +239,7 @@ def worker(spec: dict) -> dict:
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
-    row = {k: spec[k] for k in ("system", "shape", "batch", "length", "threads")}
+    row = {k: spec.get(k, 1) for k in ("system", "shape", "batch", "length", "threads", "workers")}
     median = statistics.median(times)
     row.update(
         median_s=median,
@@ -248,10 +257,11 @@ def worker(spec: dict) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    """:func:`worker` for ``spec`` in a fresh Python process with ``threads`` threads."""
+    """:func:`worker` for ``spec`` in a fresh Python process with ``threads`` threads in all:
+    ``workers`` data-parallel workers of ``threads / workers`` BLAS threads each."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(spec["threads"])
+        env[name] = str(max(1, spec["threads"] // spec.get("workers", 1)))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.compare_throughput", "--worker", json.dumps(spec)],
         cwd=ROOT,
@@ -332,6 +342,7 @@ def main(argv=None) -> dict:
                     continue
                 spec = dict(system=system, shape=shape, model=model, batch=batch, length=length,
                             threads=args.threads, steps=steps,
+                            workers=_workers(system, batch, args.threads),
                             profile=system == "minireformer" and repeat == 0)  # fmt: skip
                 row = measure(spec)
                 row["repeat"] = repeat

@@ -1,8 +1,8 @@
 """The benchmark results as tables: the README's Performance section and notebook 09's.
 
 The numbers in the README are never typed by hand: ``python -m minireformer.measuring.report``
-reads the results in JSON (``benchmarks/results/*.json``, written by ``make bench`` and ``make
-bench-compare``) and prints the tables to paste. A results file that is missing is named in the
+reads the results in JSON (``benchmarks/results/*.json``, written by ``make bench``, ``make
+bench-compare`` and ``make bench-throughput``) and prints the tables to paste. A results file that is missing is named in the
 output instead of its table. Notebook 09 shows the same tables by calling :func:`tables`.
 
 Usage: ``python -m minireformer.measuring.report [--results-dir benchmarks/results]``
@@ -17,7 +17,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # make bench's
 MiB = 2**20
 
-FILES = ("attention_speed", "flop_rate", "memory", "reformer_memory", "compare_hf")
+FILES = ("attention_speed", "flop_rate", "memory", "reformer_memory", "compare_hf", "throughput")
 
 
 def load(results_dir: Path) -> dict:
@@ -184,12 +184,54 @@ def huggingface(results: dict) -> str:
     )
 
 
+SHAPE_NAMES = {
+    "transformer": "Shakespeare Transformer, batch 12 x 64",
+    "reformer": "Shakespeare Reformer, batch {batch} x {length:,}",
+    "duplication": "duplication model (LSH-2), batch {batch} x {length:,}",
+}
+
+
+def throughput(results: dict) -> str:
+    """Training throughput beside PyTorch: tokens/s of a full optimizer step, ratio, spread."""
+    setup = {r["shape"]: r for r in results["rows"] if r.get("system") == "minireformer"}
+    rows = []
+    for e in results["summary"]:
+        mine = setup.get(e["shape"], {})
+        name = SHAPE_NAMES[e["shape"]].format(batch=mine.get("batch"), length=mine.get("length", 0))
+        lo, hi = e["minireformer_range"]
+        workers = mine.get("workers", 1)
+        how = f"{workers} workers" if workers > 1 else "1 worker"
+        cells = [name, f"{e['minireformer_tokens_per_s']:,.0f} ({lo:,.0f} to {hi:,.0f}), {how}"]
+        if "ratio" in e:
+            plo, phi = e["peer_range"]
+            rlo, rhi = e["ratio_range"]
+            cells += [
+                f"{e['peer']}: {e['peer_tokens_per_s']:,.0f} ({plo:,.0f} to {phi:,.0f})",
+                f"{e['ratio']:.2f} ({rlo:.2f} to {rhi:.2f})",
+            ]
+        else:
+            cells += ["not run (no `compare` extra)", "-"]
+        rows.append(cells)
+    s = results["setup"]
+    before, after = results["load_before"][0], results["load_after"][0]
+    title = (
+        f"{s['threads']} threads per system, {s['repeats']} interleaved repeats of {s['steps']} "
+        f"timed steps (median of medians, range over repeats; minireformer's workers are threads "
+        f"of data parallelism, one BLAS thread each); load average {before:.2f} before, "
+        f"{after:.2f} after:\n\n"
+    )
+    return title + markdown_table(
+        ["model", "minireformer tokens/s", "peer tokens/s", "ratio"], rows
+    )
+
+
 SECTIONS = {
     "attention_speed": speed,
     "flop_rate": flop_rate,
     "memory": memory,
     "reformer_memory": lm_step,
     "compare_hf": huggingface,
+    "throughput": throughput,
 }
 
 

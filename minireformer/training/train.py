@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, checks
-from . import checkpoint, lm, parallel
+from . import allocator, checkpoint, lm, parallel
 from .evaluation import evaluate
 from .settings import TrainConfig, learning_rate
 
@@ -160,6 +160,7 @@ def train(
     if step < tc.steps:
         length = tc.eval_seq_len or tc.stage_at(tc.steps - 1)[0]
         held_out = source.eval_batches(tc.eval_batch_size or tc.batch_size, length, tc.eval_batches)
+    allocator.keep_freed_memory()  # the steps' temporaries reuse mapped pages (allocator.py)
     bar = _progress_bar(progress, tc.steps, step, description)
     interrupted, last_ev = False, {}
     started = time.perf_counter() - seconds
