@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NOTEBOOK_SOURCES := $(sort $(wildcard notebooks/[0-9]*.py))
 
-.PHONY: install notebooks test lint lab bench bench-quick benchmarks bench-compare bench-throughput gpu-check \
-	reproduce exercises site clean clean-runs
+.PHONY: install notebooks test lint lab bench bench-quick benchmarks bench-compare \
+	bench-throughput bench-sampling gpu-check reproduce exercises site clean clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench-compare: $(COMPARE_VENV)/.installed-stamp
 # benchmarks/results/throughput.json. Run it on an otherwise idle machine.
 bench-throughput: $(COMPARE_VENV)/.installed-stamp
 	$(COMPARE_VENV)/bin/python -m benchmarks.compare_throughput $(THROUGHPUT_ARGS)
+
+# Sampling speed at a full context, with and without the decoding cache, beside Hugging Face's
+# cached generate (about a minute): benchmarks/results/sampling.json.
+bench-sampling: $(COMPARE_VENV)/.installed-stamp
+	$(COMPARE_VENV)/bin/python -m benchmarks.compare_sampling $(SAMPLING_ARGS)
 
 # The GPU check on a machine with an NVIDIA GPU and CuPy: the CuPy test cases, then LSH
 # and full attention and a Reformer training step against length, into

@@ -70,6 +70,29 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+def run_worker(module: str, spec: dict, blas_threads: int) -> dict:
+    """The ``RESULT`` JSON that ``python -m benchmarks.<module> --worker <spec>`` prints, run in a
+    fresh process with ``blas_threads`` BLAS and OpenMP threads; on failure ``{"error": ...}``
+    with the exit status and the last lines of its output."""
+    import subprocess
+
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(blas_threads)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--worker", json.dumps(spec)],
+        cwd=BENCHMARKS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return {"error": f"worker exited {proc.returncode}: " + " | ".join(tail)}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def parse_args(doc: str, argv=None, add_arguments=None) -> argparse.Namespace:
     """The common command line (``--quick``, ``--out-dir``, ``--figures-dir``) plus the script's.
 

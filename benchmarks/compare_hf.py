@@ -57,9 +57,7 @@ import gc
 import importlib.util
 import json
 import math
-import os
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -301,23 +299,10 @@ def worker(spec: dict) -> dict:
 
 def measure(spec: dict) -> dict:
     """Run :func:`worker` for ``spec`` in a fresh Python process with ``threads`` threads."""
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(spec["threads"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.compare_hf", "--worker", json.dumps(spec)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        row = {k: spec[k] for k in ("system", "what", "length", "threads")}
-        row["error"] = f"worker exited {proc.returncode}: " + " | ".join(tail)
-        return row
-    return json.loads(lines[-1][len("RESULT ") :])
+    row = common.run_worker("compare_hf", spec, spec["threads"])
+    if "error" in row:
+        row = {**{k: spec[k] for k in ("system", "what", "length", "threads")}, **row}
+    return row
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,16 +37,13 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks import common
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ("transformer", "reformer", "duplication")
 PEERS = {"transformer": "pytorch-gpt", "reformer": "huggingface", "duplication": "huggingface"}
 
@@ -259,21 +256,12 @@ def worker(spec: dict) -> dict:
 def measure(spec: dict) -> dict:
     """:func:`worker` for ``spec`` in a fresh Python process with ``threads`` threads in all:
     ``workers`` data-parallel workers of ``threads / workers`` BLAS threads each."""
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(max(1, spec["threads"] // spec.get("workers", 1)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.compare_throughput", "--worker", json.dumps(spec)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    row = common.run_worker(
+        "compare_throughput", spec, max(1, spec["threads"] // spec.get("workers", 1))
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {**{k: spec[k] for k in ("system", "shape")}, "error": " | ".join(tail)}
-    return json.loads(lines[-1][len("RESULT ") :])
+    if "error" in row:
+        row = {**{k: spec[k] for k in ("system", "shape")}, **row}
+    return row
 
 
 def _speeds(rows: list[dict], shape: str, system: str) -> list[float]:

@@ -2,8 +2,9 @@
 
 The numbers in the README are never typed by hand: ``python -m minireformer.measuring.report``
 reads the results in JSON (``benchmarks/results/*.json``, written by ``make bench``, ``make
-bench-compare`` and ``make bench-throughput``) and prints the tables to paste. A results file that is missing is named in the
-output instead of its table. Notebook 09 shows the same tables by calling :func:`tables`.
+bench-compare``, ``make bench-throughput`` and ``make bench-sampling``) and prints the tables to paste. A results file
+that is missing is named in the output instead of its table. Notebook 09 shows the same tables
+by calling :func:`tables`.
 
 Usage: ``python -m minireformer.measuring.report [--results-dir benchmarks/results]``
 """
@@ -17,7 +18,15 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # make bench's
 MiB = 2**20
 
-FILES = ("attention_speed", "flop_rate", "memory", "reformer_memory", "compare_hf", "throughput")
+FILES = (
+    "attention_speed",
+    "flop_rate",
+    "memory",
+    "reformer_memory",
+    "compare_hf",
+    "throughput",
+    "sampling",
+)
 
 
 def load(results_dir: Path) -> dict:
@@ -225,6 +234,36 @@ def throughput(results: dict) -> str:
     )
 
 
+def sampling(results: dict) -> str:
+    """Characters per second at a full context: uncached, cached, Hugging Face's cached."""
+    rows = []
+    for e in results["summary"]:
+        new = {r["system"]: r for r in results["rows"] if r["shape"] == e["shape"]}
+        context = next(iter(new.values())).get("context", "?")
+
+        def cell(system):
+            key = f"{system}_chars_per_s"
+            return f"{e[key]:,.1f}" if key in e else "-"
+
+        rows.append([
+            f"Shakespeare {e['shape']}, context {context:,}",
+            cell("uncached"),
+            cell("minireformer"),
+            f"{e['cache_speedup']:.0f}x" if "cache_speedup" in e else "-",
+            cell("huggingface"),
+            f"{e['ratio_to_huggingface']:.2f}" if "ratio_to_huggingface" in e else "-",
+        ])  # fmt: skip
+    s = results["setup"]
+    before, after = results["load_before"][0], results["load_after"][0]
+    title = (
+        f"Greedy characters per second, the prompt's reading included; {s['threads']} threads per "
+        f"system, median of {s['repeats']} calls; load average {before:.2f} before, "
+        f"{after:.2f} after:\n\n"
+    )
+    header = ["model", "no cache", "cache", "speed-up", "Hugging Face, cache", "ratio"]
+    return title + markdown_table(header, rows)
+
+
 SECTIONS = {
     "attention_speed": speed,
     "flop_rate": flop_rate,
@@ -232,6 +271,7 @@ SECTIONS = {
     "reformer_memory": lm_step,
     "compare_hf": huggingface,
     "throughput": throughput,
+    "sampling": sampling,
 }
 
 

@@ -56,7 +56,9 @@ def keep_freed_memory(largest: int = 32 * MiB, pad: int = 64 * MiB) -> bool:
     """
     for name, value in (("largest", largest), ("pad", pad)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31:
-            raise ValueError(f"{name} must be a positive number of bytes below 2**31, got {value!r}")
+            raise ValueError(
+                f"{name} must be a positive number of bytes below 2**31, got {value!r}"
+            )
     mallopt = _mallopt()
     if mallopt is None:
         return False

@@ -49,6 +49,8 @@ class Cache(NamedTuple):
     keys: list  # per layer (B, H, max_len, Dh): unit keys (shared-QK) or keys
     values: list  # per layer (B, H, max_len, Dh)
     buckets: list  # per layer (B, H, R, max_len) int for LSH layers, else None
+    ranks: list  # per LSH layer (B, H, R, max_len): each position's place in its round's sort
+    order: list  # per LSH layer (B, H, R, max_len): the position at each place (ranks inverted)
     rotations: list  # per layer (H, Dh, R, K/2) for LSH layers, else None
     length: int  # positions filled
 
@@ -78,8 +80,8 @@ def start(params, config, tokens, rng=None):
     shape = (batch, config.n_heads, config.max_len, config.d_head)
     keys = [xp.zeros(shape, dtype=config.dtype) for _ in range(config.n_layers)]
     values = [xp.zeros(shape, dtype=config.dtype) for _ in range(config.n_layers)]
-    buckets, rotations = [None] * config.n_layers, [None] * config.n_layers
-    cache = Cache(keys, values, buckets, rotations, length)
+    none = [None] * config.n_layers
+    cache = Cache(keys, values, list(none), list(none), list(none), list(none), length)
     with checks.trusted():
         if lm.kind_of(config) == "transformer":
             logits = _transformer_prefill(params, config, cache, tokens)
@@ -169,11 +171,8 @@ def _reformer_prefill(params, config, cache, tokens, rng):
         cache.keys[i][:, :, :length] = unit_norm_forward(qk)[0]
         cache.values[i][:, :, :length] = split_heads(h @ a["w_v"], config.n_heads)
         if f.kind == "lsh":
+            _lsh_prefill(cache, i, lsh.hash_vectors(qk, record.rotations, f.n_buckets), config)
             cache.rotations[i] = record.rotations
-            cache.buckets[i] = backend.get_xp().zeros(
-                (tokens.shape[0], config.n_heads, config.n_hashes, config.max_len), int
-            )
-            cache.buckets[i][..., :length] = lsh.hash_vectors(qk, record.rotations, f.n_buckets)
         y1 = y1 + f.output(y2, a, record)[0]
         y2 = y2 + block.g.output(y1, p["ff"], block.g.draw(rng, y1.shape))[0]
     xp = backend.array_module(y1)
@@ -207,44 +206,87 @@ def _reformer_step(params, config, cache, ids, t):
     return head.head_logits(params["head"], xp.concatenate([y1, y2], axis=-1))  # (B, 1, V)
 
 
+def _lsh_prefill(cache, i, buckets, config):
+    """Layer i's buckets (B, H, R, L) of the context and their sort within each round: by bucket,
+    then position, as ``lsh_attention`` sorts the copies of a round."""
+    xp = backend.array_module(buckets)
+    batch, n_heads, n_rounds, length = buckets.shape
+    shape = (batch, n_heads, n_rounds, config.max_len)
+    cache.buckets[i], cache.ranks[i], cache.order[i] = (xp.zeros(shape, int) for _ in range(3))
+    cache.buckets[i][..., :length] = buckets
+    order = xp.argsort(buckets, axis=-1, kind="stable")  # (B, H, R, L) ties: by position
+    cache.order[i][..., :length] = order
+    xp.put_along_axis(cache.ranks[i], order, xp.broadcast_to(xp.arange(length), order.shape), -1)
+
+
+def _lsh_insert(cache, i, new_buckets, t):
+    """Position t's buckets (B, H, R) join the sort of each round: it goes after every position
+    of its bucket or a lower one (all earlier), and those of higher buckets move up one place.
+    Returns its place in each round (B, H, R). O(t) per round, no sort."""
+    xp = backend.array_module(new_buckets)
+    buckets, ranks, order = cache.buckets[i], cache.ranks[i], cache.order[i]
+    past = buckets[..., :t]  # (B, H, R, t)
+    place = xp.sum(past <= new_buckets[..., None], axis=-1)  # (B, H, R)
+    ranks[..., :t] += past > new_buckets[..., None]
+    buckets[..., t], ranks[..., t] = new_buckets, place
+    xp.put_along_axis(order, ranks[..., : t + 1],
+                      xp.broadcast_to(xp.arange(t + 1), ranks[..., : t + 1].shape), -1)  # fmt: skip
+    return place
+
+
+def _gather(arr, index):
+    """arr (B, H, M, ...) at index (B, H, N) along axis 2: (B, H, N, ...), by one flat ``take``
+    (``take_along_axis`` builds broadcast index arrays first, several times slower here)."""
+    xp = backend.array_module(arr, index)
+    batch, n_heads, m = arr.shape[:3]
+    rows = xp.arange(batch * n_heads).reshape(batch, n_heads, 1) * m  # each (b, h)'s first row
+    flat = arr.reshape((batch * n_heads * m,) + arr.shape[3:])
+    return xp.take(flat, index + rows, axis=0)
+
+
 def _lsh_query(f, qk, cache, i, t):
     """The new position's LSH attention, exactly as in a full pass over positions 0..t with the
-    cached keys, values and buckets: qk (B, H, 1, Dh) -> (B, H, 1, Dh)."""
+    cached keys, values and buckets: qk (B, H, 1, Dh) -> (B, H, 1, Dh).
+
+    In a full pass, lsh_attention sorts the R Lp copies (Lp = t + 1 padded to a multiple of C):
+    round by round, each round's real copies by (bucket, position), then its padding copies.
+    So the copy at sorted slot s is in round s // Lp, at place s % Lp of that round's sort (a
+    padding copy where the place is beyond t): the cache's ``order`` gives it without sorting.
+    """
     xp = backend.array_module(qk)
     across, duplicates = semantics_of(f.semantics)
-    buckets = cache.buckets[i]  # (B, H, R, max_len)
-    buckets[:, :, :, t] = lsh.hash_vectors(qk, cache.rotations[i], f.n_buckets)[..., 0]
-    k_total, c = lsh.total_buckets(f.n_buckets), f.chunk_len
-    batch, n_heads, n_rounds, _ = buckets.shape
+    new_buckets = lsh.hash_vectors(qk, cache.rotations[i], f.n_buckets)[..., 0]  # (B, H, R)
+    place = _lsh_insert(cache, i, new_buckets, t)
+    c, max_len = f.chunk_len, cache.order[i].shape[-1]
+    batch, n_heads, n_rounds = new_buckets.shape
     padded = c * math.ceil((t + 1) / c)  # Lp
-    # every copy's code as lsh_attention sorts them: round r offset r (K + 1), padding bucket K
-    codes = xp.full((batch, n_heads, n_rounds, padded), k_total, dtype=buckets.dtype)
-    codes[..., : t + 1] = buckets[..., : t + 1]
-    codes = (codes + (k_total + 1) * xp.arange(n_rounds)[:, None]).reshape(batch, n_heads, -1)
-    order = xp.argsort(codes * padded + xp.tile(xp.arange(padded), n_rounds), axis=-1)
-    slot_of = xp.argsort(order, axis=-1)  # (B, H, R Lp) copy -> its sorted slot
-    query_copy = xp.arange(n_rounds) * padded + t  # (R,) the new position's copy in each round
-    chunk = slot_of[..., query_copy] // c  # (B, H, R)
+    rounds = xp.arange(n_rounds)
+    chunk = (rounds * padded + place) // c  # (B, H, R) the chunk of each round's query copy
     # the window of each round's query copy: its chunk and the one before, wrapping around
-    window = (chunk[..., None] * c + xp.arange(-c, c)) % (n_rounds * padded)  # (B, H, R, 2C)
+    slot = (chunk[..., None] * c + xp.arange(-c, c)) % (n_rounds * padded)  # (B, H, R, 2C)
     if n_rounds * padded // c < 2:  # a single chunk: it is the window twice; count it once
-        window = window[..., c:]
-    copies = xp.take_along_axis(order, window.reshape(batch, n_heads, -1), axis=-1)  # (B, H, N)
-    position = copies % padded
-    valid = position <= t  # padding copies are masked
-    query_codes = xp.repeat(codes[..., query_copy], window.shape[-1], axis=-1)  # (B, H, N)
-    same = xp.take_along_axis(codes, copies, axis=-1) == query_codes  # same round and bucket
-    safe = xp.minimum(position, t)[..., None]  # a masked copy reads position t (weight 0)
-    keys = xp.take_along_axis(cache.keys[i], safe, axis=2)  # (B, H, N, Dh)
-    values = xp.take_along_axis(cache.values[i], safe, axis=2)
+        slot = slot[..., c:]
+    slot = slot.reshape(batch, n_heads, -1)  # (B, H, N)
+    key_round, key_place = slot // padded, slot % padded
+    valid = key_place <= t  # padding copies are masked
+    flat = key_round * max_len + xp.minimum(key_place, t)  # into (R max_len) of order, buckets
+    position = _gather(cache.order[i].reshape(batch, n_heads, -1), flat)  # (B, H, N)
+    key_bucket = _gather(
+        cache.buckets[i].reshape(batch, n_heads, -1), key_round * max_len + position
+    )
+    query_round = xp.repeat(rounds, slot.shape[-1] // n_rounds)  # (N,) the query copy's round
+    same = (key_round == query_round) & (key_bucket == new_buckets[..., query_round]) & valid
+    safe = xp.where(valid, position, t)  # a masked copy reads position t (weight 0)
+    keys, values = _gather(cache.keys[i], safe), _gather(cache.values[i], safe)  # (B, H, N, Dh)
     logits = xp.matmul(qk, keys.swapaxes(-1, -2))[:, :, 0]  # (B, H, N)
     logits = xp.where(valid, logits, NEG_MASK)
-    logits = xp.where(position == t, NEG_SELF, logits)  # its own position: only if alone
+    logits = xp.where(valid & (position == t), NEG_SELF, logits)  # its own position: only if alone
     if not across:
         logits = xp.where(same, logits, NEG_MASK)  # another bucket (or round) is masked
     if not duplicates:  # log N: how often the query meets each key position over all rounds
-        counted = valid if across else valid & same
-        met = ((position[..., :, None] == position[..., None, :]) & counted[..., None, :]).sum(-1)
-        logits = logits - xp.log(xp.maximum(met, 1))
+        counted = valid if across else same
+        key = position + xp.arange(batch * n_heads).reshape(batch, n_heads, 1) * max_len
+        met = xp.bincount(key.ravel(), weights=counted.ravel())[key]
+        logits = logits - xp.log(xp.maximum(met, 1))  # met: (B, H, N) copies of each position
     weights = xp.exp(logits - logsumexp(logits, axis=-1, keepdims=True))
     return xp.matmul(weights[:, :, None], values)  # (B, H, 1, Dh)
