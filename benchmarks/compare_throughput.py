@@ -192,6 +192,13 @@ def _hf_kwargs(model: dict, length: int) -> dict:
     )
 
 
+def _hf_length(model: dict, length: int) -> int:
+    """The length Hugging Face's Reformer reads: in training it must be a multiple of the chunk
+    length, so ``length`` rounded up (its tokens/s counts the tokens it reads)."""
+    chunk = model["chunk_len"]
+    return -(-length // chunk) * chunk
+
+
 def _hf_step(model: dict, batch: int, length: int, workers: int = 1):
     import torch
     from transformers import ReformerConfig, ReformerModelWithLMHead
@@ -328,7 +335,8 @@ def main(argv=None) -> dict:
             for system in ("minireformer", PEERS[shape]):
                 if not available[system]:
                     continue
-                spec = dict(system=system, shape=shape, model=model, batch=batch, length=length,
+                read = _hf_length(model, length) if system == "huggingface" else length
+                spec = dict(system=system, shape=shape, model=model, batch=batch, length=read,
                             threads=args.threads, steps=steps,
                             workers=_workers(system, batch, args.threads),
                             profile=system == "minireformer" and repeat == 0)  # fmt: skip

@@ -2,9 +2,9 @@
 
 The numbers in the README are never typed by hand: ``python -m minireformer.measuring.report``
 reads the results in JSON (``benchmarks/results/*.json``, written by ``make bench``, ``make
-bench-compare``, ``make bench-throughput`` and ``make bench-sampling``) and prints the tables to paste. A results file
-that is missing is named in the output instead of its table. Notebook 09 shows the same tables
-by calling :func:`tables`.
+bench-compare``, ``make bench-throughput`` and ``make bench-sampling``) and prints the tables to
+paste. A results file that is missing is named in the output instead of its table. Notebook 09
+shows the same tables by calling :func:`tables`.
 
 Usage: ``python -m minireformer.measuring.report [--results-dir benchmarks/results]``
 """
@@ -234,6 +234,12 @@ def throughput(results: dict) -> str:
     )
 
 
+def _rate_cell(summary: dict, system: str) -> str:
+    """One system's characters per second in a sampling summary row ('-' where it did not run)."""
+    key = f"{system}_chars_per_s"
+    return f"{summary[key]:,.1f}" if key in summary else "-"
+
+
 def sampling(results: dict) -> str:
     """Characters per second at a full context: uncached, cached, Hugging Face's cached."""
     rows = []
@@ -241,16 +247,12 @@ def sampling(results: dict) -> str:
         new = {r["system"]: r for r in results["rows"] if r["shape"] == e["shape"]}
         context = next(iter(new.values())).get("context", "?")
 
-        def cell(system):
-            key = f"{system}_chars_per_s"
-            return f"{e[key]:,.1f}" if key in e else "-"
-
         rows.append([
             f"Shakespeare {e['shape']}, context {context:,}",
-            cell("uncached"),
-            cell("minireformer"),
+            _rate_cell(e, "uncached"),
+            _rate_cell(e, "minireformer"),
             f"{e['cache_speedup']:.0f}x" if "cache_speedup" in e else "-",
-            cell("huggingface"),
+            _rate_cell(e, "huggingface"),
             f"{e['ratio_to_huggingface']:.2f}" if "ratio_to_huggingface" in e else "-",
         ])  # fmt: skip
     s = results["setup"]

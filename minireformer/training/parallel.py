@@ -18,6 +18,7 @@ Shape letters: B batch, L length.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +26,12 @@ import numpy as np
 from .. import backend
 from ..tree import map_tree
 from . import lm
+
+
+@functools.cache
+def _pool(n: int) -> ThreadPoolExecutor:
+    """n worker threads, started once per process and reused by every step."""
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="minireformer-worker")
 
 
 def loss_and_grads(params, tokens, config, rng=None, loss_mask=None, *, offset=0, workers=2):
@@ -46,8 +53,7 @@ def loss_and_grads(params, tokens, config, rng=None, loss_mask=None, *, offset=0
         count = (tokens.shape[1] - 1) * len(parts[i]) if mask is None else int(xp.sum(mask))
         return out, count
 
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(run, range(n)))
+    results = list(_pool(n).map(run, range(n)))
     total = sum(count for _, count in results)
     weights = [count / total for _, count in results]
     loss = sum(w * value for w, ((value, _), _) in zip(weights, results))
