@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import gpu_check
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-_spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-gpu_check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu_check)
 
 
-def test_default_arguments_are_the_issues_benchmark():
+def test_default_arguments_are_the_gpu_benchmark():
     args = gpu_check.parse_args([])
     assert args.out == ROOT / "benchmarks" / "results" / "gpu_check.json"
     assert (args.train_length, args.cpu_length, args.figure) == (65536, 16384, "gpu_check")
@@ -50,7 +48,9 @@ def test_json_is_written_sorted_with_paths_as_strings(tmp_path):
 def test_without_cupy_it_stops_and_says_why():
     if importlib.util.find_spec("cupy") is not None:
         pytest.skip("cupy is installed here")
-    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True, text=True, cwd=ROOT
+    )
     assert done.returncode == gpu_check.NO_GPU_EXIT
     assert "needs CuPy and an NVIDIA GPU" in done.stderr and "cupy-cuda13x" in done.stderr
 
