@@ -220,11 +220,11 @@ class AttentionSubLayer:
 
         Returns ``(GroupCache, buckets (B, h, R, L) or None)``."""
         cols, n = self._columns(heads), heads.stop - heads.start
-        qk = split_heads(h @ p["w_qk"][:, cols], n)  # (B, h, L, Dh)
-        v = split_heads(h @ p["w_v"][:, cols], n)
+        qk = split_heads(layers.flat_matmul(h, p["w_qk"][:, cols]), n)  # (B, h, L, Dh)
+        v = split_heads(layers.flat_matmul(h, p["w_v"][:, cols]), n)
         ctx, attn = self.attend(qk, v, record, heads, mask)
         ctx = merge_heads(ctx)  # (B, L, h*Dh)
-        out += ctx @ p["w_o"][cols]
+        out += layers.flat_matmul(ctx, p["w_o"][cols])
         buckets = attn.buckets if self.kind == "lsh" else None
         return GroupCache(ctx, attn), buckets
 
@@ -232,13 +232,13 @@ class AttentionSubLayer:
         """Add the group's gradients into dh (B, L, D) and its columns of dp."""
         cols, n = self._columns(heads), heads.stop - heads.start
         dp["w_o"][cols] = layers.linear_param_grads(dout, group.ctx)[0]
-        dctx = split_heads(dout @ p["w_o"][cols].T, n)  # (B, h, L, Dh)
+        dctx = split_heads(layers.flat_matmul(dout, p["w_o"][cols].T), n)  # (B, h, L, Dh)
         dqk, dv = self._attend_backward(dctx, group.attn)
         dqk, dv = merge_heads(dqk), merge_heads(dv)  # (B, L, h*Dh)
         dp["w_qk"][:, cols] = layers.linear_param_grads(dqk, h)[0]
         dp["w_v"][:, cols] = layers.linear_param_grads(dv, h)[0]
-        dh += dqk @ p["w_qk"][:, cols].T
-        dh += dv @ p["w_v"][:, cols].T
+        dh += layers.flat_matmul(dqk, p["w_qk"][:, cols].T)
+        dh += layers.flat_matmul(dv, p["w_v"][:, cols].T)
 
     def attend(self, qk, v, record, heads: slice | None = None, mask=None):
         """This sub-layer's attention on the heads ``heads`` (default all): qk (B, h, L, Dh),

@@ -88,12 +88,13 @@ def multihead_attention_forward(x, p, *, n_heads: int, causal: bool = False, mas
     names = ("w_qk", "w_v") if "w_qk" in p else ("w_q", "w_k", "w_v")
     w_in = xp.concatenate([p[name] for name in names], axis=1)  # (D, n W), one product for all
     batch, length, _ = x.shape
-    y = (x @ w_in).reshape(batch, length, len(names), n_heads, -1)  # (B, L, n, H, Dh)
+    y = layers.flat_matmul(x, w_in).reshape(batch, length, len(names), n_heads, -1)  # (B,L,n,H,Dh)
     heads = xp.ascontiguousarray(y.transpose(2, 0, 3, 1, 4))  # (n, B, H, L, Dh)
     attend = shared_qk_attention_forward if "w_qk" in p else attention_forward
     ctx, attn = attend(*heads, causal=causal, mask=mask)  # (B, H, L, Dh)
     ctx = merge_heads(ctx)  # (B, L, H*Dh)
-    return ctx @ p["w_o"], MultiheadAttentionCache(x, names, w_in, attn, ctx, p["w_o"])
+    out = layers.flat_matmul(ctx, p["w_o"])  # (B, L, D)
+    return out, MultiheadAttentionCache(x, names, w_in, attn, ctx, p["w_o"])
 
 
 def multihead_attention_backward(dout, cache: MultiheadAttentionCache):

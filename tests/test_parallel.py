@@ -18,15 +18,26 @@ TINY = transformer.TransformerConfig(
 )  # fmt: skip
 
 
+# a Reformer without random hashing (full and local attention), axial positions: every kind of
+# gradient leaf the Reformer makes, comparable with the whole batch's
+REFORMER_NO_HASHING = ReformerConfig(
+    vocab_size=11, d_model=16, n_heads=2, d_ff=32, n_layers=2, attention_types=("full", "local"),
+    chunk_len=4, positional="axial", axial_shape=(3, 4), dtype="float64",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [TINY, REFORMER_NO_HASHING], ids=["transformer", "reformer"])
 @pytest.mark.parametrize("workers", [2, 3])
 @pytest.mark.parametrize("masked", [False, True])
-def test_workers_give_the_whole_batchs_loss_and_gradients(workers, masked):
+def test_workers_give_the_whole_batchs_loss_and_gradients(config, workers, masked):
     rng = np.random.default_rng(0)
-    params = lm.init_params(TINY, rng)
+    params = lm.init_params(config, rng)
     tokens = rng.integers(0, 11, (5, 13))  # 5 sequences: slices of 3 and 2 (or 2, 2 and 1)
     mask = (rng.random((5, 12)) < 0.6) if masked else None
-    want, want_grads = lm.loss_and_grads(params, tokens, TINY, loss_mask=mask)
-    got, got_grads = parallel.loss_and_grads(params, tokens, TINY, loss_mask=mask, workers=workers)
+    want, want_grads = lm.loss_and_grads(params, tokens, config, loss_mask=mask)
+    got, got_grads = parallel.loss_and_grads(
+        params, tokens, config, loss_mask=mask, workers=workers
+    )
     assert abs(got - want) < 1e-12
     for a, b in zip(tree.leaves(got_grads), tree.leaves(want_grads), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)

@@ -59,9 +59,11 @@ def loss_and_grads(params, tokens, config, rng=None, loss_mask=None, *, offset=0
     loss = sum(w * value for w, ((value, _), _) in zip(weights, results))
 
     def combine(*leaves):  # the targets-weighted mean of the workers' gradients, in place
-        out = leaves[0] * weights[0]
+        out = leaves[0]
+        out *= weights[0]
         for w, g in zip(weights[1:], leaves[1:]):
-            out += w * g
+            g *= w  # each worker's gradients are its own fresh arrays: scaled where they are
+            out += g
         return out
 
     grads = map_tree(combine, *(g for (_, g), _ in results))
