@@ -108,6 +108,13 @@ def check_rate(name: str, value) -> float:
     return float(value)
 
 
+def check_fraction(name: str, value) -> float:
+    """``value`` as a float if it is a number in [0, 1] (a ratio, both ends allowed)."""
+    if not _is_number(value) or not 0 <= value <= 1:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def check_bool(name: str, value) -> bool:
     """``value`` as a bool if it is True or False (not merely truthy), else ``TypeError``."""
     if not isinstance(value, backend.BOOL_TYPES):

@@ -44,6 +44,45 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, incomplete, or for another model."""
 
 
+def check_destination(path) -> Path:
+    """Make sure a checkpoint can be written at ``path`` before any work is done for it.
+
+    Refused with :class:`CheckpointError`: a directory, a folder that cannot be made (a file in
+    its way), a folder without write permission or on a read-only file system (found by writing
+    and removing a probe file there). The folder is created when missing. Returns the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: is a directory; name a file in it, such as {path / 'run.npz'}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise CheckpointError(f"{path}: cannot write a checkpoint there ({reason})") from None
+    return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files that interrupted saves of ``path`` left (a kill during a save
+    leaves one the size of the checkpoint)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _flatten(prefix: str, tree) -> dict:
     return {f"{prefix}/{path_str(p)}": backend.to_numpy(x) for p, x in leaves_with_paths(tree)}
 
@@ -90,12 +129,14 @@ def save(
     log = np.zeros((0, len(LOG_COLUMNS))) if log is None else np.asarray(log, dtype=np.float64)
     arrays["log"] = log.reshape(-1, len(LOG_COLUMNS))
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint follows the umask
         os.replace(tmp, path)  # atomic on POSIX and Windows: the old file or the new, never half
     finally:
         if os.path.exists(tmp):

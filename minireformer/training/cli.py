@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_flags(t)
     t.add_argument("--out", required=True, help="checkpoint file (.npz) to write")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint", description="Evaluate a checkpoint.")

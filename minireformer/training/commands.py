@@ -132,7 +132,15 @@ def _with_overrides(config, args):
 
 def cmd_train(args):
     source, config, tc = _run_settings(args)
-    res = train.train(config, tc, source, out=args.out, resume=args.resume, progress=not args.quiet)
+    res = train.train(
+        config,
+        tc,
+        source,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     last = evaluation.eval_rows(res.log)
     summary = {"step": res.step, "seconds": round(res.seconds, 1), "checkpoint": str(args.out)}
     if len(last):
@@ -150,12 +158,22 @@ def cmd_train(args):
     return 0
 
 
+def _positive_flag(flag: str, value):
+    """A command's optional count or length: None (not given) or an integer >= 1."""
+    if value is not None and value < 1:
+        raise UsageError(f"{flag}: expected a positive integer, got {value}")
+    return value
+
+
 def cmd_eval(args):
+    _positive_flag("--batches", args.batches)
+    _positive_flag("--seq-len", args.seq_len)
     ck = checkpoint.load(args.checkpoint)
     config = _with_overrides(ck.config, args)
     source = data.from_spec(ck.data)
     if isinstance(source, data.DuplicationTask):  # 1,000 fresh sequences unless --batches
-        length, batches = source.length, source.eval_batches(100, None, args.batches or 10)
+        n_batches = 10 if args.batches is None else args.batches
+        length, batches = source.length, source.eval_batches(100, None, n_batches)
     else:
         length = args.seq_len or ck.train.get("eval_seq_len") or config.max_len
         batches = source.eval_batches(1 if length > 512 else 16, length, args.batches)

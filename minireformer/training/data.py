@@ -96,6 +96,7 @@ class DuplicationTask:
     def eval_batches(self, batch_size: int, length: int | None = None, n_batches: int = 1):
         """``n_batches`` batches of fresh sequences from ``eval_seed`` (the same every call)."""
         self._check_length(length)
+        n_batches = check_positive_int("n_batches", n_batches)
         rng = np.random.default_rng(self.eval_seed)
         return [self.sequences(rng, batch_size) for _ in range(n_batches)]
 
@@ -163,7 +164,14 @@ class CharText:
         predicted exactly once. ``n_batches`` None: all of the validation text.
         """
         length = check_positive_int("seq_len", length)
+        if n_batches is not None:
+            n_batches = check_positive_int("n_batches", n_batches)
         n_windows = (len(self.valid_ids) - 1) // length
+        if n_windows == 0:
+            raise ValueError(
+                f"seq_len: {length} + 1 characters do not fit the validation text "
+                f"({len(self.valid_ids):,} characters)"
+            )
         windows = [self.valid_ids[i * length : (i + 1) * length + 1] for i in range(n_windows)]
         batches = [
             (np.stack(windows[i : i + batch_size]), None)

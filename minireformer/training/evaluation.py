@@ -37,8 +37,10 @@ def evaluate(params, config, batches, *, seed: int = 0) -> dict:
         total += float(xp.sum(nll, dtype=xp.float64))
         correct += int(xp.sum(hit))
         count += int(nll.size)
-    loss = total / max(count, 1)
-    return {"loss": loss, "bits": loss / LN2, "accuracy": correct / max(count, 1), "targets": count}
+    if count == 0:  # a mean over nothing is no score: 0.0 bits would read as a perfect model
+        raise ValueError("batches: no target to evaluate (no batch, or every target masked)")
+    loss = total / count
+    return {"loss": loss, "bits": loss / LN2, "accuracy": correct / count, "targets": count}
 
 
 def eval_rows(log):

@@ -18,7 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..checks import check_bool, check_nonnegative_int, check_positive_int
+from ..checks import (
+    check_bool,
+    check_fraction,
+    check_nonnegative_int,
+    check_positive_int,
+    check_positive_number,
+    check_rate,
+)
 from .optim import Adam
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
@@ -89,14 +96,15 @@ class TrainConfig:
         self.warmup = check_nonnegative_int("warmup", self.warmup)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
-        if not isinstance(self.min_lr_ratio, (int, float)) or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(
-                f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}"
-            )
+        self.min_lr_ratio = check_fraction("min_lr_ratio", self.min_lr_ratio)
         check_bool("random_offset", self.random_offset)
         self.seed = check_nonnegative_int("seed", self.seed)
         self.workers = check_positive_int("workers", self.workers)
-        # lr, betas and clip_norm are checked by Adam (below), which names them the same way
+        # NumPy scalars become Python numbers: a checkpoint stores the settings as JSON
+        self.lr = check_positive_number("lr", self.lr)
+        self.beta1, self.beta2 = check_rate("beta1", self.beta1), check_rate("beta2", self.beta2)
+        if self.clip_norm is not None:
+            self.clip_norm = check_positive_number("clip_norm", self.clip_norm)
         self.optimizer()
 
     def optimizer(self) -> Adam:

@@ -21,6 +21,7 @@ Shape letters: B batch, L length, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import signal
 import time
@@ -88,6 +89,7 @@ def train(
     progress: bool = True,
     on_step=None,
     description: str = "train",
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``config`` (Reformer or Transformer) on ``source`` with the settings ``tc``.
 
@@ -98,6 +100,11 @@ def train(
             must equal these; ``CheckpointError`` otherwise). A finished run returns at once.
         progress: show a tqdm bar (step, loss, bits per character or accuracy, tokens/s, ETA).
         on_step: optional ``on_step(step, params, info)`` called after every step.
+        overwrite: replace an existing ``out`` (without it, an existing checkpoint is refused
+            unless ``resume``).
+
+    Everything the run needs is checked before its first step (:func:`_check_before_training`),
+    so that no late failure loses the steps before it.
 
     Returns:
         :class:`TrainResult`. Raises :class:`TrainingError` on a non-finite loss or gradient
@@ -113,7 +120,7 @@ def train(
         )
     train_dict = dataclasses.asdict(tc)
     adam = tc.optimizer()
-    out = None if out is None else Path(out)
+    out = _check_before_training(config, tc, source, out, resume, overwrite, train_dict)
     if resume and out is not None and out.exists():
         ck = checkpoint.load(out, expect_config=config)
         for what, got, want in (
@@ -226,6 +233,35 @@ def train(
         interrupted,
         out,
     )
+
+
+def _check_before_training(config, tc, source, out, resume, overwrite, train_dict):
+    """What would otherwise fail after training has started, checked before its first step:
+    the checkpoint path (writable, not a directory, not an existing run unless ``resume`` or
+    ``overwrite``), the training and evaluation lengths against the model's ``max_len``, and the
+    settings that every checkpoint stores (JSON). Returns ``out`` as a Path (or None)."""
+    checks.check_bool("resume", resume)
+    checks.check_bool("overwrite", overwrite)
+    training = [stage[1] for stage in tc.stages] if tc.stages else [tc.seq_len]
+    for name, length in [("training", n) for n in training] + [("evaluation", tc.eval_seq_len)]:
+        if length is not None and length > config.max_len:  # None: the data's own length
+            raise ValueError(
+                f"{name} length {length}: longer than the model's max_len {config.max_len}"
+            )
+    try:
+        json.dumps({"train": train_dict, "model": lm.config_to_dict(config)})
+        json.dumps(source.spec())
+    except TypeError as e:
+        raise TypeError(f"settings: a checkpoint cannot store them ({e})") from None
+    if out is None:
+        return None
+    out = Path(out)
+    if out.is_file() and not resume and not overwrite:
+        raise checkpoint.CheckpointError(
+            f"{out}: a checkpoint is already there; resume it (--resume) or replace it "
+            "(--overwrite)"
+        )
+    return checkpoint.check_destination(out)
 
 
 def _diverged(step: int, what: str, out, saved_step) -> TrainingError:
