@@ -164,6 +164,8 @@ def _check_hash_inputs(x, rotations, n_buckets) -> None:
         )
     lead = (dim,) if rotations.ndim == 3 else (n_heads, dim)
     check_float_array("rotations", rotations, shape=lead + (None, None))
+    if 0 in rotations.shape:
+        raise ValueError(f"rotations: expected no empty axis, got shape {rotations.shape}")
     width = rotations.shape[-1]
     factors = (2 * width,) if n_buckets is None else bucket_factors(n_buckets)
     if rotation_width(factors) != width:

@@ -104,6 +104,9 @@ def axial_forward(p, length: int, offset: int = 0):
         ``(pos (L, d1 + d2), cache)`` with pos[t] = [E1[i]; E2[j]] for position
         offset + t = i * L2 + j.
     """
+    missing = [key for key in AXIAL_KEYS if key not in p]
+    if missing:
+        raise ValueError(f"p: expected the tables {list(AXIAL_KEYS)}, missing {missing}")
     e1, e2 = p[AXIAL_KEYS[0]], p[AXIAL_KEYS[1]]
     check_float_array(AXIAL_KEYS[0], e1, ndim=2)
     check_float_array(AXIAL_KEYS[1], e2, ndim=2)

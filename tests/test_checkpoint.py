@@ -78,7 +78,7 @@ def test_truncated_or_corrupt_files_are_named(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
         checkpoint.load(tmp_path / "cut.npz")
     (tmp_path / "noise.npz").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(checkpoint.CheckpointError, match="not a minireformer checkpoint"):
         checkpoint.load(tmp_path / "noise.npz")
     with pytest.raises(FileNotFoundError, match="no file"):
         checkpoint.load(tmp_path / "absent.npz")

@@ -165,3 +165,29 @@ def test_check_true(capsys):
     assert capsys.readouterr().out == "PASS  Exercise 5.3: reversible\n"
     message = _fails(grading.check_true, "Exercise 5.3: reversible", False, "x is not rebuilt")
     assert message == "Exercise 5.3: reversible: x is not rebuilt"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: grading.check_close("c", [1.0], [2.0], rtol=float("nan")), ValueError, "rtol"),
+        (lambda: grading.check_close("c", [1.0], [2.0], atol=-1.0), ValueError, "atol"),
+        (lambda: grading.check_true("t", np.array([True, False]), "m"), TypeError, "np.all"),
+        (lambda: grading.check_gradient("g", lambda x: x * 2, np.ones(3), np.ones(3)),
+         grading.ExerciseFailed, "f returned an array of shape"),
+        (lambda: grading.check_gradient("g", lambda x: np.nan, np.ones(3), np.ones(3)),
+         grading.ExerciseFailed, "f itself is nan at x"),
+    ],
+    ids=["nan rtol", "negative atol", "array condition", "f returns an array", "f is NaN"],
+)  # fmt: skip
+def test_a_check_used_wrongly_says_so_instead_of_passing(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_check_equal_accepts_nan_where_the_reference_has_nan(capsys):
+    a = np.array([1.0, np.nan, 3.0])
+    grading.check_equal("same", a, a.copy())
+    assert "PASS" in capsys.readouterr().out
+    with pytest.raises(grading.ExerciseFailed):
+        grading.check_equal("differs", a, np.array([1.0, 2.0, 3.0]))

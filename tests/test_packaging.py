@@ -50,3 +50,12 @@ def test_environment_names_are_parsed():
     # Guard against a parser that silently finds nothing and makes the first test vacuous.
     assert {"numpy", "matplotlib", "nbval", "jupytext"} <= environment_names()
     assert {"numpy", "matplotlib", "nbval", "jupytext"} <= pyproject_names()
+
+
+def test_the_console_script_names_a_function_that_exists():
+    """``minireformer`` on the PATH (``[project.scripts]``) runs the command line's ``main``."""
+    import importlib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["minireformer"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))

@@ -60,7 +60,7 @@ def test_sample_next_restricts_to_top_k():
     [
         (dict(prompt=[]), "prompt: expected at least one token"),
         (dict(prompt=[3, 99]), r"prompt: expected token ids in \[0, 9\)"),
-        (dict(temperature=-1.0), "temperature: expected a number >= 0"),
+        (dict(temperature=-1.0), "temperature: expected a finite number >= 0"),
         (dict(top_k=0), "top_k: expected a positive integer"),
         (dict(n_new=-2), "n_new: expected an integer >= 0"),
     ],
@@ -73,3 +73,53 @@ def test_bad_sampling_arguments_are_named(kw, message):
     prompt, n_new = args.pop("prompt"), args.pop("n_new")
     with pytest.raises(ValueError, match=message):
         sampling.generate(params, config, prompt, n_new, **args)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(temperature=float("inf"), top_k=1), "temperature: expected a finite number"),
+        (dict(temperature=float("nan")), "temperature: expected a finite number"),
+        (dict(temperature="0.5"), "temperature: expected a finite number"),
+        (dict(temperature=True), "temperature: expected a finite number"),
+        (dict(prompt=[1.0, 2.0]), "prompt: expected integer token ids, got dtype float64"),
+        (dict(prompt=[[1, 2]]), r"prompt: expected a 1-D sequence of ids, got shape \(1, 2\)"),
+        (dict(prompt="hello"), "prompt: expected integer token ids, got a str"),
+        (dict(top_k=-2), "top_k: expected a positive integer"),
+        (dict(rng=None), "rng: expected a numpy.random.Generator"),
+    ],
+)
+def test_nonsense_sampling_arguments_are_refused(kw, message):
+    config = CONFIGS[1]
+    params = lm.init_params(config, np.random.default_rng(0))
+    args = dict(prompt=[1, 2], n_new=3, rng=np.random.default_rng(0))
+    args.update(kw)
+    prompt, n_new = args.pop("prompt"), args.pop("n_new")
+    with pytest.raises((ValueError, TypeError), match=message):
+        sampling.generate(params, config, prompt, n_new, **args)
+
+
+@pytest.mark.parametrize(
+    "logits, kw, message",
+    [
+        ([0.0, 1.0], dict(temperature=-1), "temperature: expected a finite number >= 0"),
+        ([0.0, 1.0], dict(top_k=0), "top_k: expected a positive integer"),
+        ([0.0, 1.0], dict(top_k=-2), "top_k: expected a positive integer"),
+        ([0.0, np.nan], dict(temperature=0), "logits: expected a 1-D array of finite numbers"),
+        ([[0.0, 1.0]], dict(), "logits: expected a 1-D array"),
+    ],
+)
+def test_sample_next_checks_its_arguments(logits, kw, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        sampling.sample_next(np.array(logits), np.random.default_rng(0), **kw)
+
+
+def test_sample_next_at_the_limits_of_temperature():
+    logits = np.array([0.0, 2.0, 1.0, 1.5])
+    rng = np.random.default_rng(0)
+    # a temperature so small that logits / T overflows: the greedy limit, not NaN probabilities
+    assert {sampling.sample_next(logits, rng, temperature=1e-320) for _ in range(20)} == {1}
+    assert sampling.sample_next(logits, rng, temperature=np.float32(0.5)) in range(4)
+    # top_k keeps the k largest logits whatever the temperature
+    draws = {sampling.sample_next(logits, rng, temperature=1e6, top_k=2) for _ in range(200)}
+    assert draws == {1, 3}

@@ -25,11 +25,13 @@ that an entry whose expected value is exactly zero is not held to an exact match
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from .. import backend
+from ..checks import is_number
 from ..measuring.gradcheck import numerical_gradient, rel_error
 
 _SHOWN_ENTRIES = 3  # how many differing entries a failure message lists
@@ -107,6 +109,14 @@ def _entries(got: np.ndarray, expected: np.ndarray, wrong: np.ndarray) -> str:
     return "; ".join(shown)
 
 
+def _tolerance(name: str, value) -> float:
+    """A tolerance as a float if it is a finite number >= 0: a NaN tolerance would pass every
+    answer (no comparison with NaN is true), so the check's author hears of it at once."""
+    if not is_number(value) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_close(name: str, got, expected, *, rtol: float = 1e-7, atol: float = 0.0) -> None:
     """Check that the float array (or scalar) ``got`` equals ``expected`` to a tolerance.
 
@@ -116,6 +126,7 @@ def check_close(name: str, got, expected, *, rtol: float = 1e-7, atol: float = 0
     exercise needs about 1e-5.
     """
     __tracebackhide__ = True  # IPython and pytest show the exercise cell, not this frame
+    rtol, atol = _tolerance("rtol", rtol), _tolerance("atol", atol)
     got, expected = _as_array(name, "your result", got), _as_array(name, "the reference", expected)
     _check_shape_and_kind(name, got, expected)
     got64, expected64 = got.astype(np.float64), expected.astype(np.float64)
@@ -184,6 +195,8 @@ def check_equal(name: str, got, expected) -> None:
     got, expected = _as_array(name, "your result", got), _as_array(name, "the reference", expected)
     _check_shape_and_kind(name, got, expected)
     wrong = got != expected
+    if got.dtype.kind == "f":  # NaN where the reference has NaN is the same answer
+        wrong &= ~(np.isnan(got) & np.isnan(expected))
     if not np.any(wrong):
         _passed(name)
         return
@@ -226,7 +239,19 @@ def check_gradient(
         raise ExerciseFailed(
             f"{name}: your gradient has {int(np.sum(~np.isfinite(grad)))} non-finite entries."
         )
-    numeric = numerical_gradient(lambda: f(point), point, h=eps)
+    eps, rtol = _tolerance("eps", eps), _tolerance("rtol", rtol)
+    value = np.asarray(f(point.copy()))
+    if value.size != 1:
+        raise ExerciseFailed(
+            f"{name}: f returned an array of shape {value.shape}; a gradient check needs f to "
+            "return one number (sum the array, or its product with a fixed random array)"
+        )
+    if not np.isfinite(value).all():
+        raise ExerciseFailed(
+            f"{name}: f itself is {float(value.reshape(-1)[0])} at x, so there is no gradient "
+            "to compare with: look at the forward pass first"
+        )
+    numeric = numerical_gradient(lambda: float(np.asarray(f(point)).reshape(-1)[0]), point, h=eps)
     analytic = grad.astype(np.float64)
     error = rel_error(analytic, numeric)
     if error <= rtol:
@@ -243,6 +268,11 @@ def check_gradient(
 def check_true(name: str, condition, message: str) -> None:
     """Check that ``condition`` holds; ``message`` says what it means when it does not."""
     __tracebackhide__ = True
+    if not isinstance(condition, (bool, np.bool_)):  # an array's truth would be ambiguous
+        raise TypeError(
+            f"check_true({name!r}): condition must be True or False, got "
+            f"{type(condition).__name__} (use np.all(...) or np.any(...) for an array)"
+        )
     if bool(condition):
         _passed(name)
         return

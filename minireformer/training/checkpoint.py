@@ -33,10 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..tree import leaves_with_paths, param_spec, path_str
+from ..checks import check_nonnegative_int
+from ..tree import check_params, leaves_with_paths, param_spec, path_str
 from . import lm
 
 FORMAT = 1
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every .npz (a zip archive)
 LOG_COLUMNS = ("step", "train_loss", "eval_loss", "eval_accuracy", "seconds")
 
 
@@ -112,6 +114,10 @@ def save(
         extra: any further JSON-able facts (e.g. the wall time of training).
     """
     path = Path(path)
+    check_params(params, config, lm.init_params)  # refused here, not when it is loaded
+    step = check_nonnegative_int("step", step)
+    if train and "steps" in train and step > train["steps"]:
+        raise ValueError(f"step: {step} is past the run's {train['steps']} steps")
     meta = {
         "format": FORMAT,
         "model": lm.config_to_dict(config),
@@ -156,7 +162,12 @@ class Checkpoint:
         if name not in self.rng_states:
             raise CheckpointError(f"checkpoint: no random state {name!r} saved")
         g = np.random.Generator(np.random.PCG64())
-        g.bit_generator.state = self.rng_states[name]
+        try:
+            g.bit_generator.state = self.rng_states[name]
+        except (TypeError, ValueError, KeyError):
+            raise CheckpointError(
+                f"checkpoint {self.path}: random state {name!r} is not a PCG64 state"
+            ) from None
         return g
 
 
@@ -198,6 +209,9 @@ def load(path, *, expect_config=None) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no file at {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != ZIP_MAGIC:  # not an .npz: refused before NumPy guesses (pickle, .npy)
+            raise CheckpointError(f"checkpoint {path}: not a minireformer checkpoint (.npz)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -206,10 +220,7 @@ def load(path, *, expect_config=None) -> Checkpoint:
         raise CheckpointError(
             f"checkpoint {path}: unreadable (truncated or corrupt): {e}"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT}"
-        )
+    _check_meta(path, meta, arrays)
     try:
         config = lm.config_from_dict(meta["model"])
     except (TypeError, ValueError) as e:
@@ -238,6 +249,30 @@ def load(path, *, expect_config=None) -> Checkpoint:
         log=arrays.get("log", np.zeros((0, len(LOG_COLUMNS)))),
         extra=meta.get("extra", {}),
     )
+
+
+def _check_meta(path, meta, arrays) -> None:
+    """The parts of a checkpoint that :func:`load` reads, before it reads them."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its meta is not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT}"
+        )
+    for key in ("model", "step"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path}: its meta has no {key!r}")
+    step = meta["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint {path}: step {step!r} is not an integer >= 0")
+    for key in ("train", "data", "rng", "extra"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise CheckpointError(f"checkpoint {path}: its {key!r} is not a JSON object")
+    log = arrays.get("log")
+    if log is not None and (log.ndim != 2 or log.shape[1] != len(LOG_COLUMNS)):
+        raise CheckpointError(
+            f"checkpoint {path}: its log has shape {log.shape}, expected (n, {len(LOG_COLUMNS)})"
+        )
 
 
 def _check_same_config(path, got, want) -> None:

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "sample", help="generate from a checkpoint", description="Generate from a checkpoint."
     )
     s.add_argument("checkpoint")
-    s.add_argument("--prompt", default="\n", help="text prompt (text tasks)")
+    s.add_argument("--prompt", default=None, help="text prompt (text tasks; default a newline)")
     s.add_argument("--n", type=int, default=200, help="tokens to generate")
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-k", type=int, default=None)
@@ -101,7 +101,28 @@ def _add_eval_overrides(p):
     )
 
 
+def _attach_negative_numbers(argv: list) -> list:
+    """``--lr -1e-3`` as ``--lr=-1e-3``: argparse reads a token that starts with '-' and is not
+    a plain negative number (scientific notation) as another flag, and then reports "expected one
+    argument" instead of the flag's own check."""
+    out = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _is_negative(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _is_negative(token: str) -> bool:
+    try:
+        return token.startswith("-") and float(token) < 0
+    except ValueError:
+        return False
+
+
 def main(argv=None) -> int:
+    argv = _attach_negative_numbers(list(sys.argv[1:] if argv is None else argv))
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help (0), or argparse's own message for a bad flag (2)

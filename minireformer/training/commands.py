@@ -62,11 +62,18 @@ def _read_config(path) -> dict:
             cfg = json.load(f)
     except FileNotFoundError:
         raise UsageError(f"--config: no file {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--config: {path} is not UTF-8 text") from None
+    except OSError as e:  # a directory, no permission
+        raise UsageError(f"--config: cannot read {path} ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"--config: {path} is not valid JSON ({e})") from None
     if not isinstance(cfg, dict) or set(cfg) - {"data", "model", "train"}:
         extra = sorted(set(cfg) - {"data", "model", "train"}) if isinstance(cfg, dict) else cfg
         raise UsageError(f"--config: expected keys data, model, train; got unknown {extra}")
+    for key, value in cfg.items():
+        if not isinstance(value, dict):
+            raise UsageError(f"--config: {path}: {key!r} must be a JSON object, got {value!r}")
     return cfg
 
 
@@ -77,6 +84,8 @@ def _run_settings(args):
     if args.task is not None:
         spec = {"task": args.task} if args.task != spec.get("task") else spec
     if args.data is not None:
+        if spec.get("task") != "text":
+            raise UsageError(f"--data: a text file is for --task text, not {spec.get('task')}")
         spec["path"] = args.data
     if spec.get("task") == "text":
         spec.setdefault("path", data.DEFAULT_TEXT)
@@ -195,7 +204,12 @@ def cmd_sample(args):
     ck = checkpoint.load(args.checkpoint)
     config = _with_overrides(ck.config, args)
     source = data.from_spec(ck.data)
-    prompt = source.encode(args.prompt) if hasattr(source, "encode") else np.zeros(1, np.int64)
+    if hasattr(source, "encode"):
+        prompt = source.encode("\n" if args.prompt is None else args.prompt)
+    elif args.prompt is not None:
+        raise UsageError("--prompt: a text prompt is for text models; this one is duplication")
+    else:
+        prompt = np.zeros(1, np.int64)  # the duplication task's separator
     ids = sampling.generate(
         ck.params,
         config,
@@ -264,6 +278,8 @@ def cmd_reproduce(args):
     from . import experiments
 
     names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--only: expected some of {list(experiments.EXPERIMENTS)}, got none")
     unknown = sorted(set(names) - set(experiments.EXPERIMENTS))
     if unknown:
         raise UsageError(

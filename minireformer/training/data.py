@@ -28,11 +28,12 @@ Shape letters: B batch, L length, V vocabulary.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_positive_int
+from ..checks import check_nonnegative_int, check_positive_int, check_rng
 
 TASKS = ("duplication", "text")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ class DuplicationTask:
     def __init__(self, n_symbols: int = 63, word_len: int = 63, eval_seed: int = 12345):
         self.n_symbols = check_positive_int("n_symbols", n_symbols)
         self.word_len = check_positive_int("word_len", word_len)
-        self.eval_seed = int(eval_seed)
+        self.eval_seed = check_nonnegative_int("eval_seed", eval_seed)
         self.vocab_size = self.n_symbols + 1
         self.length = 2 * self.word_len + 1
 
@@ -81,6 +82,7 @@ class DuplicationTask:
 
     def sequences(self, rng, n: int):
         """(tokens (n, L+1) int64, loss_mask (n, L) bool): n fresh sequences from ``rng``."""
+        check_rng(rng)
         w = rng.integers(1, self.n_symbols + 1, size=(n, self.word_len))  # (n, |w|)
         zero = np.zeros((n, 1), dtype=np.int64)
         tokens = np.concatenate([zero, w, zero, w], axis=1)  # (n, L)
@@ -107,18 +109,37 @@ class CharText:
     Args:
         path: a UTF-8 text file.
         valid_fraction: the share of the text, taken from its end, that validates.
+        sha256, vocabulary: what a checkpoint recorded of the text it was trained on (its digest
+            and its characters, from :meth:`spec`); given, the file must match them, so that a
+            model is never evaluated on, or decoded with, another text of the same name.
     """
 
-    def __init__(self, path=DEFAULT_TEXT, valid_fraction: float = 0.1):
+    def __init__(
+        self, path=DEFAULT_TEXT, valid_fraction: float = 0.1, sha256=None, vocabulary=None
+    ):
         self.path = resolve_path(path)
         self.spec_path = str(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"data: no text file at {self.path}")
-        text = self.path.read_text(encoding="utf-8")
+        raw = self.path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"data: {self.path} is not UTF-8 text (byte {e.start})") from None
+        if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float)):
+            raise TypeError(f"valid_fraction: expected a number in (0, 1), got {valid_fraction!r}")
         if not 0 < valid_fraction < 1:
             raise ValueError(f"valid_fraction: expected a number in (0, 1), got {valid_fraction}")
         self.valid_fraction = float(valid_fraction)
+        self.sha256 = hashlib.sha256(raw).hexdigest()
         self.chars = sorted(set(text))
+        for what, want, got in (("sha256", sha256, self.sha256),
+                                ("vocabulary", vocabulary, "".join(self.chars))):  # fmt: skip
+            if want is not None and want != got:
+                raise ValueError(
+                    f"data: {self.path} is not the text the model was trained on (its {what} "
+                    "differs from the checkpoint's); give the original file"
+                )
         self.vocab_size = len(self.chars)
         self._index = {c: i for i, c in enumerate(self.chars)}
         ids = np.array([self._index[c] for c in text], dtype=np.int64)
@@ -128,17 +149,35 @@ class CharText:
             raise ValueError(f"data: {self.path} is too short to split ({len(ids)} characters)")
 
     def spec(self) -> dict:
-        return {"task": "text", "path": self.spec_path, "valid_fraction": self.valid_fraction}
+        return {
+            "task": "text",
+            "path": self.spec_path,
+            "valid_fraction": self.valid_fraction,
+            "sha256": self.sha256,
+            "vocabulary": "".join(self.chars),
+        }
 
     def encode(self, text: str):
         """str -> (len,) int64 ids; ``ValueError`` naming a character the vocabulary lacks."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a str, got {type(text).__name__}")
         missing = sorted(set(text) - set(self._index))
         if missing:
             raise ValueError(f"prompt: characters not in the vocabulary: {missing[:5]}")
         return np.array([self._index[c] for c in text], dtype=np.int64)
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        """(n,) int ids in [0, V) -> str; ``ValueError``/``TypeError`` for anything else."""
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu" or ids.ndim != 1:
+            raise TypeError(
+                f"ids: expected a 1-D sequence of integer ids, got {ids.dtype} {ids.shape}"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(
+                f"ids: expected ids in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}"
+            )
+        return "".join(self.chars[i] for i in ids.tolist())
 
     def _split(self, split: str):
         if split not in ("train", "valid"):
@@ -148,6 +187,7 @@ class CharText:
     def batch(self, rng, batch_size: int, length: int, split: str = "train"):
         """``batch_size`` windows of ``length`` + 1 characters at random offsets: (tokens, None)
         (the model reads the first ``length`` of each and predicts the next)."""
+        check_rng(rng)
         ids = self._split(split)
         length = check_positive_int("seq_len", length)
         if length + 1 > len(ids):

@@ -23,6 +23,8 @@ Shape letters: L length, V vocabulary.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend, checks
@@ -30,18 +32,52 @@ from ..checks import check_nonnegative_int, check_positive_int
 from . import decoding, lm
 
 
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float if it is a finite number >= 0 (Python or NumPy scalar)."""
+    if not checks.is_number(temperature):
+        raise TypeError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    return float(temperature)
+
+
+def check_prompt(prompt, vocab_size: int) -> list:
+    """A prompt of token ids: 1-D integers in [0, V), at least one; returned as a list."""
+    ids = np.asarray(prompt)
+    if ids.size == 0:
+        raise ValueError("prompt: expected at least one token, got none")
+    if ids.dtype.kind not in "iu":
+        what = "a str (encode text first)" if ids.dtype.kind == "U" else f"dtype {ids.dtype}"
+        raise TypeError(f"prompt: expected integer token ids, got {what}")
+    if ids.ndim != 1:
+        raise ValueError(f"prompt: expected a 1-D sequence of ids, got shape {ids.shape}")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(f"prompt: expected token ids in [0, {vocab_size}), got {ids[:8].tolist()}")
+    return ids.tolist()
+
+
 def sample_next(logits, rng, *, temperature: float = 1.0, top_k: int | None = None) -> int:
-    """One token id from (V,) logits: greedy at temperature 0, else softmax(logits / T) over the
-    ``top_k`` largest (None: all)."""
+    """One token id from (V,) finite logits: greedy at temperature 0, else softmax(logits / T)
+    over the ``top_k`` largest logits (None: all).
+
+    The logits are shifted by their maximum before the division, so a tiny temperature gives
+    probabilities 1 and 0 (the greedy limit) instead of an overflow.
+    """
+    checks.check_rng(rng)
+    temperature = check_temperature(temperature)
     logits = np.asarray(backend.to_numpy(logits), dtype=np.float64)
+    if logits.ndim != 1 or logits.size == 0 or not np.isfinite(logits).all():
+        raise ValueError(f"logits: expected a 1-D array of finite numbers, got {logits.shape}")
+    if top_k is not None:
+        top_k = check_positive_int("top_k", top_k)
+        if top_k < logits.size:  # the top_k largest logits stay, whatever the temperature
+            cut = np.partition(logits, -top_k)[-top_k]
+            logits = np.where(logits >= cut, logits, -np.inf)
     if temperature == 0:
         return int(np.argmax(logits))
-    z = logits / temperature
-    if top_k is not None and top_k < z.size:
-        cut = np.partition(z, -top_k)[-top_k]
-        z = np.where(z >= cut, z, -np.inf)
-    p = np.exp(z - z.max())
-    return int(rng.choice(z.size, p=p / p.sum()))
+    with np.errstate(over="ignore"):  # a tiny temperature sends the shifted logits to -inf
+        p = np.exp((logits - logits.max()) / temperature)  # (V,) in [0, 1], 1 at the maximum
+    return int(rng.choice(p.size, p=p / p.sum()))
 
 
 def generate(
@@ -68,18 +104,9 @@ def generate(
         cache: decode with a cache (one position a step) or run the whole context each step.
     """
     checks.check_rng(rng)
-    ids = [int(i) for i in np.asarray(prompt).reshape(-1)]
-    if not ids:
-        raise ValueError("prompt: expected at least one token, got none")
-    if min(ids) < 0 or max(ids) >= config.vocab_size:
-        raise ValueError(f"prompt: expected token ids in [0, {config.vocab_size}), got {ids[:8]}")
+    ids = check_prompt(prompt, config.vocab_size)
     n_new = check_nonnegative_int("n_new", n_new)
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or temperature < 0
-    ):
-        raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
+    temperature = check_temperature(temperature)
     if top_k is not None:
         top_k = check_positive_int("top_k", top_k)
     window = config.max_len if context is None else check_positive_int("context", context)

@@ -52,25 +52,30 @@ class TrainResult:
 
 
 class _InterruptFlag:
-    """Ctrl-C sets a flag that the loop reads between steps, so a step is never half applied."""
+    """Ctrl-C (SIGINT) or a polite kill (SIGTERM, as a job scheduler or ``kill`` sends) sets a
+    flag that the loop reads between steps: the step finishes, a checkpoint is written, the run
+    stops. A step is never half applied."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
 
     def __enter__(self):
-        self._old = None
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Ctrl-C cannot be caught here
-            pass
+        self._old = {}
+        for signum in self.SIGNALS:
+            try:
+                self._old[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
         return self
 
     def _handle(self, signum, frame):
         self.set = True
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
 
 
 def _metric_text(source, ev: dict) -> dict:
@@ -95,7 +100,7 @@ def train(
 
     Args:
         out: checkpoint path (``.npz``) written every ``tc.checkpoint_every`` steps, at the end and
-            on Ctrl-C; None: nothing written.
+            on Ctrl-C or SIGTERM; None: nothing written.
         resume: continue from ``out`` if it exists (its model config, training settings and data
             must equal these; ``CheckpointError`` otherwise). A finished run returns at once.
         progress: show a tqdm bar (step, loss, bits per character or accuracy, tokens/s, ETA).
