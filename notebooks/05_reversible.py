@@ -619,8 +619,9 @@ plt.show()
 # %% [markdown]
 # Stored activations grow linearly. Each extra layer costs what its block keeps for the backward
 # pass, which we can count exactly: the float arrays of `table3.transformer_activation_bytes`
-# (among them the Table 3 term, the $2 \cdot 512^2$ attention weights), the block's $(L, L)$
-# boolean causal mask, which that count leaves out, and the layer's share of the gradient tree.
+# (among them the Table 3 term, the $2 \cdot 512^2$ attention weights) and the layer's share of
+# the gradient tree. The $(L, L)$ causal mask is not kept: a masked weight is exactly 0 after the
+# softmax, so the backward needs no mask unless padding empties a whole row (`attention.py`).
 # The reversible model is flat up to the gradient tree, which grows with depth because every layer
 # has its own weights (Table 3 counts activations only; the parameters and their gradients are the
 # other memory the paper's introduction mentions, and the optimizer's), and up to its records,
@@ -631,13 +632,12 @@ plt.show()
 # times the reversible step's memory.
 
 # %%
-mask_bytes = MEM_L * MEM_L  # the (L, L) bool causal mask of each block
 fingerprint_bytes = 2 * 1 * MEM_L * 8  # (2, B, L) float64 per block's record
-stored_count = slope(counted) + mask_bytes + slope_grads
+stored_count = slope(counted) + slope_grads
 print(
     f"stored: measured {slopes['stored'] / MiB:.3f} MiB per layer, counted "
-    f"{stored_count / MiB:.3f} MiB (float arrays {slope(counted) / MiB:.3f} + causal mask "
-    f"{mask_bytes / MiB:.3f} + gradients {slope_grads / MiB:.3f})"
+    f"{stored_count / MiB:.3f} MiB (float arrays {slope(counted) / MiB:.3f} + gradients "
+    f"{slope_grads / MiB:.3f})"
 )
 print(
     f"reversible: measured {slopes['reversible'] / 2**10:.1f} KiB per layer, gradients "

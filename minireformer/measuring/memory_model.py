@@ -348,7 +348,8 @@ def step_peak_model(config, batch: int, length: int) -> PeakModel:
             "records of blocks 0..i": kept,
             "streams y1, y2, dy1, dy2 (4 B L D)": 4 * stream,
             "G's layer norm output and cache, output, dx (4 B L D)": 4 * stream,
-            "one chunk's hidden arrays (6 B S F)": 6 * s * b * ff_chunk * f,
+            # GELU's forward holds its input, 0.5 (1 + t), the output, t and the slope at once
+            "one chunk's hidden arrays (5 B S F)": 5 * s * b * ff_chunk * f,
             "one chunk's weight gradients": ff_p,
         }
     phases["head: loss and its gradient"] = {
