@@ -36,8 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint", description="Evaluate a checkpoint.")
     e.add_argument("checkpoint")
     _add_eval_overrides(e)
-    e.add_argument("--batches", type=int, default=None, help="at most this many eval batches")
-    e.add_argument("--seq-len", type=int, default=None, help="evaluation length")
+    e.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="a quick estimate from this many batches (text: default the whole split, strided)",
+    )
+    e.add_argument("--seq-len", type=int, default=None, help="evaluation window (text)")
+    e.add_argument(
+        "--stride", type=int, default=None, help="new targets per window (text; default half)"
+    )
 
     s = sub.add_parser(
         "sample", help="generate from a checkpoint", description="Generate from a checkpoint."

@@ -174,9 +174,14 @@ def _positive_flag(flag: str, value):
     return value
 
 
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+
 def cmd_eval(args):
     _positive_flag("--batches", args.batches)
     _positive_flag("--seq-len", args.seq_len)
+    _positive_flag("--stride", args.stride)
     ck = checkpoint.load(args.checkpoint)
     config = _with_overrides(ck.config, args)
     source = data.from_spec(ck.data)
@@ -185,6 +190,15 @@ def cmd_eval(args):
         length, batches = source.length, source.eval_batches(100, None, n_batches)
     else:
         length = args.seq_len or ck.train.get("eval_seq_len") or config.max_len
+        if args.batches is None:  # the whole validation split, strided (evaluation.py)
+            ev = evaluation.evaluate_text(
+                ck.params, config, source.valid_ids, window=length,
+                stride=args.stride, batch_size=1 if length > 512 else 16,
+            )  # fmt: skip
+            ev.pop("position_bits")
+            ev["bands"] = {k: round(v, 4) for k, v in ev["bands"].items()}
+            print(json.dumps({"checkpoint": str(args.checkpoint), "step": ck.step, **_rounded(ev)}))
+            return 0
         batches = source.eval_batches(1 if length > 512 else 16, length, args.batches)
     ev = evaluation.evaluate(ck.params, config, batches, seed=0)
     print(
@@ -193,7 +207,7 @@ def cmd_eval(args):
                 "checkpoint": str(args.checkpoint),
                 "step": ck.step,
                 "length": length,
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in ev.items()},
+                **_rounded(ev),
             }
         )
     )

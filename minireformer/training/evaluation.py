@@ -1,6 +1,24 @@
 """Evaluation on held-out data: loss in nats, bits per token, accuracy.
 
-Shape letters: B batch, L length, V vocabulary.
+Two ways to score a text. :func:`evaluate` averages over given batches of windows (the trainer's
+quick check on a few held-out batches). :func:`evaluate_text` scores a whole token sequence (a
+validation split) the way a number worth shipping is made:
+
+- **strided windows** (the overall score): windows of ``window`` tokens start every ``stride``
+  positions; the first scores all its targets, each later one only its last ``stride`` (the
+  targets no earlier window scored), so every token after the first is scored exactly once and,
+  past the first window, with at least ``window - stride`` tokens of context before it (half the
+  window at the default stride). Windows that restart the context from nothing at every boundary
+  would score a quarter of the tokens with almost no context and make a long-context model look
+  like a short-context one;
+- **position bands** (how the score depends on context): the sequence cut into windows that do not
+  overlap, every target scored at its position in its window, averaged in bands of positions
+  (0-7, 8-63, ...). A model that learns from its context scores later positions better.
+
+This is the evaluation of the perplexity of a fixed-length model in Hugging Face's documentation
+("Perplexity of fixed-length models", sliding windows with a stride), with the bands added.
+
+Shape letters: B batch, L length, W window, V vocabulary.
 """
 
 from __future__ import annotations
@@ -10,6 +28,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..checks import check_positive_int
 from ..loss import logsumexp
 from . import lm
 
@@ -41,6 +60,95 @@ def evaluate(params, config, batches, *, seed: int = 0) -> dict:
         raise ValueError("batches: no target to evaluate (no batch, or every target masked)")
     loss = total / count
     return {"loss": loss, "bits": loss / LN2, "accuracy": correct / count, "targets": count}
+
+
+BANDS = ((0, 8), (8, 64), (64, 256), (256, 1024), (1024, 2048), (2048, 4096), (4096, 8192))
+
+
+def _target_nats(params, config, windows, rng, batch_size: int):
+    """(n, W) negative log-likelihoods, in nats, of windows (n, W + 1) read as (n, W) inputs."""
+    out = []
+    for i in range(0, len(windows), batch_size):
+        tokens = windows[i : i + batch_size]
+        logits = lm.forward_logits(params, backend.asarray(tokens[:, :-1]), config, rng)
+        xp = backend.array_module(logits)
+        targets = backend.asarray(tokens[:, 1:])
+        nll = (
+            logsumexp(logits, axis=-1) - xp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+        )
+        out.append(backend.to_numpy(nll).astype(np.float64))
+    return np.concatenate(out)
+
+
+def strided_windows(n_tokens: int, window: int, stride: int) -> list:
+    """``[(start, first), ...]``: window k reads tokens start..start+W-1 and scores its targets
+    ``first``..W-1 (target t of a window is token start + t + 1). Every token 1..n-1 is scored
+    exactly once; the last window is moved back to end at the sequence's end."""
+    if n_tokens < window + 1:
+        raise ValueError(f"window: {window} + 1 tokens do not fit a sequence of {n_tokens}")
+    spans, scored = [(0, 0)], window  # tokens 1..scored are scored
+    while scored < n_tokens - 1:
+        start = min(len(spans) * stride, n_tokens - 1 - window)
+        spans.append((start, scored - start))  # its targets from token scored + 1 on
+        scored = start + window
+    return spans
+
+
+def evaluate_text(
+    params, config, ids, *, window: int, stride: int | None = None, seed: int = 0,
+    batch_size: int = 8, bands=BANDS,
+) -> dict:  # fmt: skip
+    """Bits per token of ``ids`` (the module docstring): strided overall, banded by position.
+
+    Args:
+        ids: (N,) int token ids, N > window (a whole validation split).
+        window: W, the tokens the model reads at a time (at most ``config.max_len``).
+        stride: new targets per window after the first (default W // 2, so every scored token past
+            the first window has at least half the window before it).
+        seed: seeds the LSH rotations, the same for every window (deterministic for a seed).
+        batch_size: windows per forward pass (memory, not the result).
+        bands: ``(low, high)`` position ranges for ``"bands"``; those beyond W are left out.
+
+    Returns:
+        ``{"bits": strided bits per token, "loss": the same in nats, "targets": N - 1,
+        "window": W, "stride": S, "bands": {"low-high": bits}, "band_targets": {...},
+        "position_bits": (W,) mean bits at each position of the non-overlapping windows}``.
+    """
+    ids = np.asarray(backend.to_numpy(ids))
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(
+            f"ids: expected a 1-D array of integer token ids, got {ids.dtype} {ids.shape}"
+        )
+    window = check_positive_int("window", window)
+    if window > config.max_len:
+        raise ValueError(f"window: {window} is longer than the model's max_len {config.max_len}")
+    stride = window // 2 if stride is None else check_positive_int("stride", stride)
+    if stride > window:
+        raise ValueError(f"stride: expected at most the window {window}, got {stride}")
+    batch_size = check_positive_int("batch_size", batch_size)
+    rng = np.random.default_rng(seed)
+
+    spans = strided_windows(len(ids), window, stride)
+    windows = np.stack([ids[start : start + window + 1] for start, _ in spans])
+    nats = _target_nats(params, config, windows, rng, batch_size)  # (n, W)
+    total = sum(float(row[first:].sum()) for row, (_, first) in zip(nats, spans))
+
+    n_tiles = (len(ids) - 1) // window
+    tiles = np.stack([ids[k * window : (k + 1) * window + 1] for k in range(n_tiles)])
+    position_bits = _target_nats(params, config, tiles, np.random.default_rng(seed), batch_size)
+    position_bits = position_bits.mean(axis=0) / LN2  # (W,)
+    shown = [(lo, min(hi, window)) for lo, hi in bands if lo < window]
+    loss = total / (len(ids) - 1)
+    return {
+        "bits": loss / LN2,
+        "loss": loss,
+        "targets": len(ids) - 1,
+        "window": window,
+        "stride": stride,
+        "bands": {f"{lo}-{hi - 1}": float(position_bits[lo:hi].mean()) for lo, hi in shown},
+        "band_targets": {f"{lo}-{hi - 1}": (hi - lo) * n_tiles for lo, hi in shown},
+        "position_bits": position_bits,
+    }
 
 
 def eval_rows(log):
