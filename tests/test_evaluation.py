@@ -76,6 +76,10 @@ def test_an_lsh_model_is_scored_the_same_for_the_same_seed():
     ids = np.random.default_rng(2).integers(0, 7, 60)
     a, b = (evaluation.evaluate_text(params, config, ids, window=16, seed=3) for _ in range(2))
     assert a["bits"] == b["bits"] and np.array_equal(a["position_bits"], b["position_bits"])
+    other_batches = evaluation.evaluate_text(params, config, ids, window=16, seed=3, batch_size=1)
+    assert abs(other_batches["bits"] - a["bits"]) < 1e-6  # the same rotations for every window
+    other_seed = evaluation.evaluate_text(params, config, ids, window=16, seed=4)
+    assert other_seed["bits"] != a["bits"]
 
 
 @pytest.mark.parametrize(

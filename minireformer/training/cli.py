@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(_experiments()),
         help=f"comma-separated subset of {','.join(_experiments())}",
     )
+    r.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="no training: evaluate the shipped checkpoints on the whole validation split again",
+    )
     r.add_argument("--quiet", action="store_true")
     return p
 

@@ -65,11 +65,14 @@ def evaluate(params, config, batches, *, seed: int = 0) -> dict:
 BANDS = ((0, 8), (8, 64), (64, 256), (256, 1024), (1024, 2048), (2048, 4096), (4096, 8192))
 
 
-def _target_nats(params, config, windows, rng, batch_size: int):
-    """(n, W) negative log-likelihoods, in nats, of windows (n, W + 1) read as (n, W) inputs."""
+def _target_nats(params, config, windows, seed: int, batch_size: int):
+    """(n, W) negative log-likelihoods, in nats, of windows (n, W + 1) read as (n, W) inputs.
+    Every batch hashes with the rotations drawn from ``seed``: the same for every window, so the
+    result does not depend on how the windows are batched."""
     out = []
     for i in range(0, len(windows), batch_size):
         tokens = windows[i : i + batch_size]
+        rng = np.random.default_rng(seed)
         logits = lm.forward_logits(params, backend.asarray(tokens[:, :-1]), config, rng)
         xp = backend.array_module(logits)
         targets = backend.asarray(tokens[:, 1:])
@@ -105,7 +108,8 @@ def evaluate_text(
         window: W, the tokens the model reads at a time (at most ``config.max_len``).
         stride: new targets per window after the first (default W // 2, so every scored token past
             the first window has at least half the window before it).
-        seed: seeds the LSH rotations, the same for every window (deterministic for a seed).
+        seed: seeds the LSH rotations, the same for every window (deterministic for a seed,
+            whatever the batching).
         batch_size: windows per forward pass (memory, not the result).
         bands: ``(low, high)`` position ranges for ``"bands"``; those beyond W are left out.
 
@@ -126,16 +130,15 @@ def evaluate_text(
     if stride > window:
         raise ValueError(f"stride: expected at most the window {window}, got {stride}")
     batch_size = check_positive_int("batch_size", batch_size)
-    rng = np.random.default_rng(seed)
 
     spans = strided_windows(len(ids), window, stride)
     windows = np.stack([ids[start : start + window + 1] for start, _ in spans])
-    nats = _target_nats(params, config, windows, rng, batch_size)  # (n, W)
+    nats = _target_nats(params, config, windows, seed, batch_size)  # (n, W)
     total = sum(float(row[first:].sum()) for row, (_, first) in zip(nats, spans))
 
     n_tiles = (len(ids) - 1) // window
     tiles = np.stack([ids[k * window : (k + 1) * window + 1] for k in range(n_tiles)])
-    position_bits = _target_nats(params, config, tiles, np.random.default_rng(seed), batch_size)
+    position_bits = _target_nats(params, config, tiles, seed, batch_size)
     position_bits = position_bits.mean(axis=0) / LN2  # (W,)
     shown = [(lo, min(hi, window)) for lo, hi in bands if lo < window]
     loss = total / (len(ids) - 1)
