@@ -379,3 +379,25 @@ def test_the_earlier_probes_obscure_cases_name_the_argument():
     p = positional.init_axial(np.random.default_rng(0), (2, 4), (4, 4))
     with pytest.raises(ValueError, match=r"missing \['axial_2'\]"):
         positional.axial_forward({"axial_1": p["axial_1"]}, 8)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "reformer"])
+def test_training_at_the_full_length_trains_every_positional_row(tmp_path, kind):
+    """Windows of max_len + 1 tokens: the model reads max_len positions and every one of them is
+    scored, so no row of the positional table keeps its initial value (the shipped Transformer,
+    trained on windows of max_len tokens, never trained its last row)."""
+    text = tmp_path / "t.txt"
+    text.write_text("all the world's a stage, and all the men and women merely players. " * 20)
+    source = data.CharText(text)
+    model = dict(kind=kind, vocab_size=source.vocab_size, d_model=8, n_heads=2, d_ff=16,
+                 n_layers=1, max_len=16)  # fmt: skip
+    if kind == "transformer":
+        model["d_head"] = 4
+    else:
+        model.update(chunk_len=4, positional="learned")
+    config = lm.config_from_dict(model)
+    tc = TrainConfig(steps=2, batch_size=2, seq_len=16, eval_every=2, warmup=1)
+    before = lm.init_params(config, np.random.default_rng([tc.seed, 0]))["embed"]["positions"]
+    after = train.train(config, tc, source, progress=False).params["embed"]["positions"]
+    assert before.shape == (16, 8)
+    assert (np.abs(after - before).sum(axis=1) > 0).all()  # every row of 0..15 moved
