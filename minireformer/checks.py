@@ -69,7 +69,7 @@ def door(check):
 # --- Numbers, flags and dtypes -----------------------------------------------------------------
 
 
-def is_number(value) -> bool:
+def _is_number(value) -> bool:
     """A real Python or NumPy number, not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, backend.BOOL_TYPES)
 
@@ -94,23 +94,32 @@ def check_nonnegative_int(name: str, value) -> int:
 
 def check_positive_number(name: str, value) -> float:
     """``value`` as a float if it is a finite real number > 0 (Python or NumPy scalar)."""
-    if not is_number(value):
+    if not _is_number(value):
         raise TypeError(f"{name}: expected a positive number, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: expected a positive number, got {value!r}")
     return float(value)
 
 
+def check_nonnegative_number(name: str, value) -> float:
+    """``value`` as a float if it is a finite real number >= 0 (Python or NumPy scalar)."""
+    if not _is_number(value):
+        raise TypeError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_rate(name: str, value) -> float:
     """``value`` as a float if it is a number in [0, 1) (a dropout rate, an Adam beta)."""
-    if not is_number(value) or not 0 <= value < 1:
+    if not _is_number(value) or not 0 <= value < 1:
         raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
     return float(value)
 
 
 def check_fraction(name: str, value) -> float:
     """``value`` as a float if it is a number in [0, 1] (a ratio, both ends allowed)."""
-    if not is_number(value) or not 0 <= value <= 1:
+    if not _is_number(value) or not 0 <= value <= 1:
         raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
     return float(value)
 
@@ -279,7 +288,7 @@ def grad(name: str, dout, shape: tuple, dtype) -> None:
 @door
 def scalar_grad(name: str, dloss) -> None:
     """The upstream gradient of a scalar loss: a real number or a 0-d array."""
-    if not (is_number(dloss) or getattr(dloss, "shape", None) == ()):
+    if not (_is_number(dloss) or getattr(dloss, "shape", None) == ()):
         raise ValueError(f"{name}: expected a scalar (the loss is a scalar), got {dloss!r}")
 
 

@@ -25,13 +25,12 @@ that an entry whose expected value is exactly zero is not held to an exact match
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 
 from .. import backend
-from ..checks import is_number
+from ..checks import check_nonnegative_number
 from ..measuring.gradcheck import numerical_gradient, rel_error
 
 _SHOWN_ENTRIES = 3  # how many differing entries a failure message lists
@@ -109,14 +108,6 @@ def _entries(got: np.ndarray, expected: np.ndarray, wrong: np.ndarray) -> str:
     return "; ".join(shown)
 
 
-def _tolerance(name: str, value) -> float:
-    """A tolerance as a float if it is a finite number >= 0: a NaN tolerance would pass every
-    answer (no comparison with NaN is true), so the check's author hears of it at once."""
-    if not is_number(value) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def check_close(name: str, got, expected, *, rtol: float = 1e-7, atol: float = 0.0) -> None:
     """Check that the float array (or scalar) ``got`` equals ``expected`` to a tolerance.
 
@@ -126,7 +117,8 @@ def check_close(name: str, got, expected, *, rtol: float = 1e-7, atol: float = 0
     exercise needs about 1e-5.
     """
     __tracebackhide__ = True  # IPython and pytest show the exercise cell, not this frame
-    rtol, atol = _tolerance("rtol", rtol), _tolerance("atol", atol)
+    # a NaN tolerance would pass every answer (no comparison with NaN is true): refused
+    rtol, atol = check_nonnegative_number("rtol", rtol), check_nonnegative_number("atol", atol)
     got, expected = _as_array(name, "your result", got), _as_array(name, "the reference", expected)
     _check_shape_and_kind(name, got, expected)
     got64, expected64 = got.astype(np.float64), expected.astype(np.float64)
@@ -239,7 +231,7 @@ def check_gradient(
         raise ExerciseFailed(
             f"{name}: your gradient has {int(np.sum(~np.isfinite(grad)))} non-finite entries."
         )
-    eps, rtol = _tolerance("eps", eps), _tolerance("rtol", rtol)
+    eps, rtol = check_nonnegative_number("eps", eps), check_nonnegative_number("rtol", rtol)
     value = np.asarray(f(point.copy()))
     if value.size != 1:
         raise ExerciseFailed(

@@ -23,22 +23,11 @@ Shape letters: L length, V vocabulary.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import backend, checks
-from ..checks import check_nonnegative_int, check_positive_int
+from ..checks import check_nonnegative_int, check_nonnegative_number, check_positive_int
 from . import decoding, lm
-
-
-def check_temperature(temperature) -> float:
-    """``temperature`` as a float if it is a finite number >= 0 (Python or NumPy scalar)."""
-    if not checks.is_number(temperature):
-        raise TypeError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-    return float(temperature)
 
 
 def check_prompt(prompt, vocab_size: int) -> list:
@@ -64,7 +53,7 @@ def sample_next(logits, rng, *, temperature: float = 1.0, top_k: int | None = No
     probabilities 1 and 0 (the greedy limit) instead of an overflow.
     """
     checks.check_rng(rng)
-    temperature = check_temperature(temperature)
+    temperature = check_nonnegative_number("temperature", temperature)
     logits = np.asarray(backend.to_numpy(logits), dtype=np.float64)
     if logits.ndim != 1 or logits.size == 0 or not np.isfinite(logits).all():
         raise ValueError(f"logits: expected a 1-D array of finite numbers, got {logits.shape}")
@@ -106,7 +95,7 @@ def generate(
     checks.check_rng(rng)
     ids = check_prompt(prompt, config.vocab_size)
     n_new = check_nonnegative_int("n_new", n_new)
-    temperature = check_temperature(temperature)
+    temperature = check_nonnegative_number("temperature", temperature)
     if top_k is not None:
         top_k = check_positive_int("top_k", top_k)
     window = config.max_len if context is None else check_positive_int("context", context)
