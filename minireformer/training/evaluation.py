@@ -35,6 +35,13 @@ from . import lm
 LN2 = math.log(2.0)
 
 
+def _nll(logits, targets):
+    """(..., V) logits and (...) int targets -> (...) negative log-likelihoods, in nats."""
+    xp = backend.array_module(logits)
+    picked = xp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return logsumexp(logits, axis=-1) - picked
+
+
 def evaluate(params, config, batches, *, seed: int = 0) -> dict:
     """Mean next-token loss (nats), bits per token and accuracy over ``batches``.
 
@@ -47,8 +54,7 @@ def evaluate(params, config, batches, *, seed: int = 0) -> dict:
         logits = lm.forward_logits(params, backend.asarray(tokens[:, :-1]), config, rng)
         xp = backend.array_module(logits)
         targets = backend.asarray(tokens[:, 1:])
-        lse = logsumexp(logits, axis=-1)  # (B, L)
-        nll = lse - xp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+        nll = _nll(logits, targets)  # (B, L)
         hit = xp.argmax(logits, axis=-1) == targets
         if mask is not None:
             m = backend.asarray(mask)
@@ -74,11 +80,7 @@ def _target_nats(params, config, windows, seed: int, batch_size: int):
         tokens = windows[i : i + batch_size]
         rng = np.random.default_rng(seed)
         logits = lm.forward_logits(params, backend.asarray(tokens[:, :-1]), config, rng)
-        xp = backend.array_module(logits)
-        targets = backend.asarray(tokens[:, 1:])
-        nll = (
-            logsumexp(logits, axis=-1) - xp.take_along_axis(logits, targets[..., None], -1)[..., 0]
-        )
+        nll = _nll(logits, backend.asarray(tokens[:, 1:]))  # (b, W)
         out.append(backend.to_numpy(nll).astype(np.float64))
     return np.concatenate(out)
 
@@ -132,14 +134,14 @@ def evaluate_text(
     batch_size = check_positive_int("batch_size", batch_size)
 
     spans = strided_windows(len(ids), window, stride)
-    windows = np.stack([ids[start : start + window + 1] for start, _ in spans])
-    nats = _target_nats(params, config, windows, seed, batch_size)  # (n, W)
-    total = sum(float(row[first:].sum()) for row, (_, first) in zip(nats, spans))
-
     n_tiles = (len(ids) - 1) // window
-    tiles = np.stack([ids[k * window : (k + 1) * window + 1] for k in range(n_tiles)])
-    position_bits = _target_nats(params, config, tiles, seed, batch_size)
-    position_bits = position_bits.mean(axis=0) / LN2  # (W,)
+    tiles = [k * window for k in range(n_tiles)]  # the non-overlapping windows' starts
+    # each window run once: when the stride divides the window, every tile is a strided window
+    starts = sorted({start for start, _ in spans} | set(tiles))
+    windows = np.stack([ids[start : start + window + 1] for start in starts])
+    nats = dict(zip(starts, _target_nats(params, config, windows, seed, batch_size)))  # (W,) each
+    total = sum(float(nats[start][first:].sum()) for start, first in spans)
+    position_bits = np.mean([nats[start] for start in tiles], axis=0) / LN2  # (W,)
     shown = [(lo, min(hi, window)) for lo, hi in bands if lo < window]
     loss = total / (len(ids) - 1)
     return {
