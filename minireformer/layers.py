@@ -120,8 +120,8 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
     """
     checks.layernorm(x, gamma, beta, eps)
     xp = backend.array_module(x)
-    # both means are products with the vector (1/D, ..., 1/D): one gemv each, no Python-level
-    # reduction wrapper (it holds the GIL that the data-parallel workers share)
+    # both means are products with the vector (1/D, ..., 1/D): one flat gemv each, as in the
+    # backward, instead of NumPy's mean (a Python-level wrapper and a division per call)
     average = xp.full(x.shape[-1:], 1.0 / x.shape[-1], dtype=x.dtype)  # (D,)
     xhat = x - _mean_last(x, average)  # (..., D), centred
     var = _mean_last(xhat * xhat, average)  # (..., 1)

@@ -60,7 +60,7 @@ def check_destination(path) -> Path:
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, probe = _temporary_beside(path)
         os.close(fd)
         os.remove(probe)
     except OSError as e:
@@ -69,9 +69,14 @@ def check_destination(path) -> Path:
     return path
 
 
+def _temporary_beside(path: Path) -> tuple:
+    """``(fd, name)`` of a new hidden file ``.<name>.<random>.tmp`` in ``path``'s folder."""
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporary files that interrupted saves of ``path`` left (a kill during a save
-    leaves one the size of the checkpoint)."""
+    """Delete the temporary files (:func:`_temporary_beside`) that interrupted saves of ``path``
+    left (a kill during a save leaves one the size of the checkpoint)."""
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         try:
             stale.unlink()
@@ -136,7 +141,7 @@ def save(
     arrays["log"] = log.reshape(-1, len(LOG_COLUMNS))
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
