@@ -58,12 +58,18 @@ def attention_forward(q, k, v, causal=False):
 
 
 # %%
+fresh = np.random.default_rng()  # new inputs at every run: an answer cannot be written in
 for causal in (False, True):
-    out, weights = attention_forward(q, k, v, causal=causal)
-    ref, ref_cache = attention.attention_forward(q[None, None], k[None, None], v[None, None],
-                                                 causal=causal)  # fmt: skip
-    grading.check_close(f"Exercise 1.1: output, causal={causal}", out, ref[0, 0])
-    grading.check_close(f"Exercise 1.1: weights, causal={causal}", weights, ref_cache.probs[0, 0])
+    for scale in (1.0, 300.0):  # x300: logits near 10^5, where exp overflows unless each row's
+        q1, k1 = scale * fresh.standard_normal((2, L, DH))  # maximum is subtracted first
+        v1 = fresh.standard_normal((L, DV))
+        setting = f"causal={causal}, inputs x{scale:g}"
+        with grading.own_work(f"Exercise 1.1 ({setting})"):
+            out, weights = attention_forward(q1, k1, v1, causal=causal)
+        ref, ref_cache = attention.attention_forward(q1[None, None], k1[None, None],
+                                                     v1[None, None], causal=causal)  # fmt: skip
+        grading.check_close(f"Exercise 1.1: output, {setting}", out, ref[0, 0])
+        grading.check_close(f"Exercise 1.1: weights, {setting}", weights, ref_cache.probs[0, 0])
 
 # %% [markdown]
 # ### Exercise 1.2: full attention, backward
@@ -96,7 +102,8 @@ def attention_backward(dout, q, k, v, p):
 # %%
 _, weights_lib = attention.attention_forward(q[None, None], k[None, None], v[None, None])
 p_lib = weights_lib.probs[0, 0]  # the library's P, so that 1.2 does not depend on 1.1
-dq, dk, dv = attention_backward(dout, q, k, v, p_lib)
+with grading.own_work("Exercise 1.2"):
+    dq, dk, dv = attention_backward(dout, q, k, v, p_lib)
 
 
 def loss(q_, k_, v_):
@@ -154,17 +161,21 @@ def table3_bytes(arch, b, l, d_model, d_ff, n_h, n_l, n_r, c):
 
 
 # %%
-SETTINGS = [  # the paper's enwik8 setting, and a short-sequence one where d_ff matters
+SETTINGS = [  # the paper's enwik8 setting, a short-sequence one where d_ff matters, a random one
     dict(batch=8, length=65536, d_model=1024, d_ff=4096, n_heads=8, n_layers=12),
     dict(batch=8, length=256, d_model=1024, d_ff=4096, n_heads=2, n_layers=12),
-]
-got, want = [], []
+    {k: int(x) for k, x in zip(
+        ("batch", "length", "d_model", "d_ff", "n_heads", "n_layers"),
+        np.random.default_rng().integers([1, 64, 16, 16, 1, 1], [9, 4096, 512, 2048, 9, 13]),
+    )},
+]  # fmt: skip
 for s in SETTINGS:
     for arch in table3.TABLE3_ARCHS:
-        got.append(table3_bytes(arch, s["batch"], s["length"], s["d_model"], s["d_ff"],
-                                s["n_heads"], s["n_layers"], 4, 256))  # fmt: skip
-        want.append(table3.table3_memory(arch, **s, n_hashes=4, chunk_len=128))
-grading.check_equal("Exercise 1.3: Table 3, ten cells", np.array(got), np.array(want))
+        with grading.own_work(f"Exercise 1.3 ({arch})"):
+            got = table3_bytes(arch, s["batch"], s["length"], s["d_model"], s["d_ff"],
+                               s["n_heads"], s["n_layers"], 4, 256)  # fmt: skip
+        want = table3.table3_memory(arch, **s, n_hashes=4, chunk_len=128)
+        grading.check_equal(f"Exercise 1.3: {arch} at {s}", np.array(got), np.array(want))
 
 # %% [markdown]
 # ### Question 1.2

@@ -83,17 +83,18 @@ def look_back(chunks, n_before=1):
 
 
 # %%
-demo = np.arange(12).reshape(4, 3)  # four chunks of three
-grading.check_equal(
-    "Exercise 3.2: one chunk back",
-    look_back(demo, 1),
-    np.array([[9, 10, 11, 0, 1, 2], [0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8], [6, 7, 8, 9, 10, 11]]),
-)
-grading.check_equal(
-    "Exercise 3.2: two chunks back, chunk 0",
-    look_back(demo, 2)[0],
-    np.array([6, 7, 8, 9, 10, 11, 0, 1, 2]),
-)
+fresh = np.random.default_rng()  # new inputs at every run: an answer cannot be written in
+for n_chunks, chunk_len, n_before in ((4, 3, 1), (5, 2, 2), (6, 4, 1)):
+    demo = fresh.permutation(n_chunks * chunk_len).reshape(n_chunks, chunk_len)
+    with grading.own_work(f"Exercise 3.2 ({n_chunks} chunks of {chunk_len})"):
+        got = look_back(demo, n_before)
+    expected = np.stack([  # chunk i's window: chunks i - n_before, ..., i - 1, i (mod n_c)
+        np.concatenate([demo[(i - d) % n_chunks] for d in range(n_before, -1, -1)])
+        for i in range(n_chunks)
+    ])  # fmt: skip
+    grading.check_equal(
+        f"Exercise 3.2: {n_chunks} chunks of {chunk_len}, {n_before} back", got, expected
+    )
 
 # %% [markdown]
 # ### Exercise 3.3: the three masks
@@ -180,14 +181,26 @@ def lsh_attention_one_round(qk, v, rotations, chunk_len, causal=False):
 
 
 # %%
-for causal in (False, True):
-    mine = lsh_attention_one_round(qk, v, rotations, C, causal=causal)
-    ref, _ = lsh_attention_forward(
-        qk[None, None], v[None, None], chunk_len=C, rotations=rotations, causal=causal
-    )
-    grading.check_close(
-        f"Exercise 3.4: LSH attention, causal={causal}", mine, ref[0, 0], rtol=1e-10
-    )
+fresh = np.random.default_rng()
+cases = {  # (L, Dh) shared queries/keys of one head
+    "spread out": 2.0 * fresh.standard_normal((L, DH)),
+    # all about one direction: one bucket holds most positions, so chunk 0's window (the last
+    # chunk, then its own) holds keys of the query's bucket at *later* positions, which the
+    # causal mask must hide although they come first in the window
+    "clustered": 4.0 + 0.3 * fresh.standard_normal((L, DH)),
+}
+for case, qk1 in cases.items():
+    v1 = fresh.standard_normal((L, 5))
+    for causal in (False, True):
+        with grading.own_work(f"Exercise 3.4 ({case})", allowed=(lsh.hash_vectors,)):
+            mine = lsh_attention_one_round(qk1, v1, rotations, C, causal=causal)
+        ref, _ = lsh_attention_forward(
+            qk1[None, None], v1[None, None], chunk_len=C, rotations=rotations, causal=causal
+        )
+        grading.check_close(
+            f"Exercise 3.4: LSH attention, {case} inputs, causal={causal}", mine, ref[0, 0],
+            rtol=1e-10,
+        )  # fmt: skip
 
 # %% [markdown]
 # ### Question 3.2

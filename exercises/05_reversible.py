@@ -64,7 +64,8 @@ def reverse(y1, y2, F, G):
 
 
 # %%
-x1_back, x2_back = reverse(y1, y2, F, G)
+with grading.own_work("Exercise 5.1", allowed=(F, G)):
+    x1_back, x2_back = reverse(y1, y2, F, G)
 x1_lib, x2_lib = block.reverse(y1, y2, p, record)
 grading.check_close("Exercise 5.1: x1 against block.reverse", x1_back, x1_lib, rtol=1e-12)
 grading.check_close("Exercise 5.1: x2 against block.reverse", x2_back, x2_lib, rtol=1e-12)
@@ -146,7 +147,27 @@ def g_fb(x, dout):
     return out, dx
 
 
-mine = reverse_and_grad(y1, y2, dy1, dy2, f_fb, g_fb)
+calls = []
+
+
+def counted(fb, name):
+    """``fb``, counting its calls in ``calls``."""
+
+    def call(x, dout):
+        calls.append(name)
+        return fb(x, dout)
+
+    return call
+
+
+with grading.own_work("Exercise 5.2", allowed=(f_fb, g_fb)):
+    mine = reverse_and_grad(y1, y2, dy1, dy2, counted(f_fb, "F"), counted(g_fb, "G"))
+grading.check_true(
+    "Exercise 5.2: F and G each run exactly once",
+    calls == ["G", "F"],
+    f"the sub-layers ran in the order {calls}: G once (at y1), then F once (at x2) is all the "
+    f"pass needs; each extra run costs a whole sub-layer",
+)
 lib = block.reverse_and_grad(y1, y2, dy1, dy2, p, record)[:4]
 for name, got, expected in zip(("x1", "x2", "dx1", "dx2"), mine, lib):
     grading.check_close(f"Exercise 5.2: {name} against block.reverse_and_grad", got, expected)

@@ -21,6 +21,7 @@
 import numpy as np
 
 from minireformer import chunking, layers, loss
+from minireformer.measuring import memory
 from minireformer.teaching import grading
 
 rng = np.random.default_rng(0)
@@ -51,12 +52,22 @@ def chunked_ff_forward(x, p, S):
 
 
 # %%
-grading.check_close(
-    "Exercise 6.1: chunked feed-forward output",
-    chunked_ff_forward(x, p, S),
-    layers.feedforward_forward(x, p)[0],
-    rtol=1e-12,
+fresh = np.random.default_rng()  # new inputs at every run
+x1 = fresh.standard_normal((B, L, D))
+with (
+    grading.own_work("Exercise 6.1", allowed=(layers.feedforward_forward,)),
+    grading.recording(layers, "feedforward_forward") as calls,
+):
+    got = chunked_ff_forward(x1, p, S)
+grading.check_equal(
+    f"Exercise 6.1: positions per feed-forward call (L = {L}, S = {S})",
+    np.array([args[0].shape[1] for args, _ in calls]),
+    np.array([min(S, L - start) for start in range(0, L, S)]),
 )
+grading.check_close(
+    "Exercise 6.1: chunked feed-forward output", got, layers.feedforward_forward(x1, p)[0],
+    rtol=1e-12,
+)  # fmt: skip
 
 # %% [markdown]
 # ### Exercise 6.2: the chunked feed-forward, backward
@@ -87,7 +98,17 @@ def chunked_ff_backward(x, p, dout, S):
 
 
 # %%
-dx, dp = chunked_ff_backward(x, p, dout, S)
+allowed = (layers.feedforward_forward, layers.feedforward_backward)
+with (
+    grading.own_work("Exercise 6.2", allowed=allowed),
+    grading.recording(layers, "feedforward_forward") as calls,
+):
+    dx, dp = chunked_ff_backward(x, p, dout, S)
+grading.check_equal(
+    f"Exercise 6.2: positions per recomputed feed-forward (L = {L}, S = {S})",
+    np.array([args[0].shape[1] for args, _ in calls]),
+    np.array([min(S, L - start) for start in range(0, L, S)]),
+)
 grading.check_gradient(
     "Exercise 6.2: dx against finite differences",
     lambda x_: float(np.sum(dout * layers.feedforward_forward(x_, p)[0])),
@@ -162,7 +183,8 @@ def chunked_loss(h, w, b, targets, S):
 
 
 # %%
-value, dh, dw, db = chunked_loss(h, w, b, targets, S)
+with grading.own_work("Exercise 6.3"):
+    value, dh, dw, db = chunked_loss(h, w, b, targets, S)
 logits, lin_cache = layers.linear_forward(h, w, b)
 ref_loss, ce_cache = loss.softmax_cross_entropy_forward(logits, targets)
 ref_dh, ref_dw, ref_db = layers.linear_backward(
@@ -176,6 +198,18 @@ grading.check_gradient(
     lambda h_: float(loss.softmax_cross_entropy_forward(h_ @ w + b, targets)[0]),
     dh,
     h,
+)
+# memory: at L = 8,192 and V = 512 the whole (B, L, V) logits would take 64 MiB; in chunks of
+# S = 64 positions, one chunk's take 0.5 MiB
+big_h = fresh.standard_normal((2, 8192, D))
+big_w, big_b = fresh.standard_normal((D, 512)), fresh.standard_normal(512)
+big_targets = fresh.integers(0, 512, size=(2, 8192))
+_, peak = memory.measure_peak(chunked_loss, big_h, big_w, big_b, big_targets, 64)
+grading.check_true(
+    "Exercise 6.3: one chunk's logits at a time (B = 2, L = 8,192, V = 512, S = 64)",
+    peak < 16 * 2**20,
+    f"the function's peak was {peak / 2**20:.1f} MiB, where the (B, L, V) logits alone take "
+    f"64 MiB and one chunk's 0.5 MiB: compute the logits S positions at a time",
 )
 
 # %% [markdown]

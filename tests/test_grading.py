@@ -1,5 +1,7 @@
 """minireformer.teaching.grading: each check passes on a right answer and explains a wrong one."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,35 @@ def test_check_equal_accepts_nan_where_the_reference_has_nan(capsys):
     assert "PASS" in capsys.readouterr().out
     with pytest.raises(grading.ExerciseFailed):
         grading.check_equal("differs", a, np.array([1.0, 2.0, 3.0]))
+
+
+def test_own_work_names_the_library_function_a_block_called():
+    from minireformer import attention
+
+    q = np.ones((1, 1, 3, 2))
+    with grading.own_work("E"):
+        np.exp(q).sum()  # NumPy is not the library
+    with pytest.raises(grading.ExerciseFailed, match=r"E: your function called the library "
+                       r"\(minireformer\.attention\.attention_forward\)\."):  # fmt: skip
+        with grading.own_work("E"):
+            attention.attention_forward(q, q, q)
+
+
+def test_own_work_lets_allowed_functions_and_what_they_call_run():
+    from minireformer import lsh
+
+    rotations = lsh.random_rotations(np.random.default_rng(0), 2, n_hashes=1, n_buckets=4)
+    with grading.own_work("E", allowed=(lsh.hash_vectors,)):
+        lsh.hash_vectors(np.ones((1, 1, 3, 2)), rotations)
+    assert sys.getprofile() is None  # the profiler is removed
+
+
+def test_recording_lists_the_calls_and_restores_the_function():
+    from minireformer import layers
+
+    original = layers.feedforward_forward
+    p = layers.init_feedforward(np.random.default_rng(0), 2, 4, dtype="float64")
+    with grading.recording(layers, "feedforward_forward") as calls:
+        layers.feedforward_forward(np.ones((1, 3, 2)), p)
+    assert len(calls) == 1 and calls[0][0][0].shape == (1, 3, 2)
+    assert layers.feedforward_forward is original

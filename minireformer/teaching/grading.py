@@ -18,6 +18,15 @@ The four checks:
   :func:`minireformer.measuring.gradcheck.rel_error`);
 - :func:`check_true`: any other condition, with the message to show when it fails.
 
+A check that compares a student's function with the library proves nothing if the function
+calls the library. A check cell therefore runs the student's function inside :func:`own_work`,
+which records every call into the ``minireformer`` package made while the function runs (through
+``sys.setprofile``) and fails the exercise if there was one, naming it; the functions an exercise
+lets students use (``lsh.hash_vectors`` in exercise 3.4) are passed as ``allowed``, and the calls
+they make in turn are theirs. :func:`recording` lists the arguments of every call to one library
+function while a block runs, so a check can see *how* a student used it (the chunk sizes of a
+chunked feed-forward).
+
 The tolerance of :func:`check_close` is ``|got - expected| <= atol + rtol * max|expected|`` entry by
 entry: relative to the scale of the whole array, as ``gradcheck.rel_error`` is, so
 that an entry whose expected value is exactly zero is not held to an exact match.
@@ -25,7 +34,11 @@ that an entry whose expected value is exactly zero is not held to an exact match
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +47,7 @@ from ..checks import check_nonnegative_number
 from ..measuring.gradcheck import numerical_gradient, rel_error
 
 _SHOWN_ENTRIES = 3  # how many differing entries a failure message lists
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # the minireformer package's folder
 _KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "c": "complex"}
 
 
@@ -269,3 +283,65 @@ def check_true(name: str, condition, message: str) -> None:
         _passed(name)
         return
     raise ExerciseFailed(f"{name}: {message}")
+
+
+def _library_name(code) -> str:
+    """``module.function`` of a code object inside the package."""
+    module = Path(code.co_filename).resolve().relative_to(_PACKAGE).with_suffix("")
+    return ".".join(("minireformer", *module.parts, getattr(code, "co_qualname", code.co_name)))
+
+
+@contextlib.contextmanager
+def own_work(name: str, *, allowed: tuple = ()):
+    """Run the block (a student's function) with no calls into the library but ``allowed``.
+
+    Records, through ``sys.setprofile``, every Python function of the ``minireformer`` package
+    called while the block runs; on leaving the block, raises :class:`ExerciseFailed` naming them.
+    ``allowed``: functions the exercise lets students call (what those call is not counted).
+    """
+    __tracebackhide__ = True
+    allowed_codes = {getattr(inspect.unwrap(f), "__code__", None) for f in allowed} - {None}
+    called, depth = [], [0]  # depth: inside a library call already counted (or allowed)
+
+    def profile(frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            if depth[0]:
+                depth[0] += 1
+            elif code in allowed_codes:
+                depth[0] = 1
+            elif code.co_filename.startswith(_PACKAGE) and code.co_filename != __file__:
+                called.append(_library_name(code))
+                depth[0] = 1
+        elif event == "return" and depth[0]:
+            depth[0] -= 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+    if called:
+        names = ", ".join(dict.fromkeys(called))
+        raise ExerciseFailed(
+            f"{name}: your function called the library ({names}). The check compares your "
+            f"result with the library's, so a call proves nothing: write the computation yourself."
+        )
+
+
+@contextlib.contextmanager
+def recording(module, name: str):
+    """Replace ``module.<name>`` by a wrapper that appends each call's ``(args, kwargs)`` to the
+    list this yields, calling the original; restored on leaving the block."""
+    original, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    setattr(module, name, wrapper)
+    try:
+        yield calls
+    finally:
+        setattr(module, name, original)
