@@ -31,7 +31,6 @@ import jupytext
 import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
-REPOSITORY_URL = "https://github.com/minireformer/minireformer"  # where Colab installs from
 
 BEGIN_SOLUTION, END_SOLUTION = "# BEGIN SOLUTION", "# END SOLUTION"
 BEGIN_ANSWER, END_ANSWER = "<!-- BEGIN ANSWER -->", "<!-- END ANSWER -->"
@@ -40,13 +39,36 @@ EXERCISE_HEADING = re.compile(r"^#+\s*Exercise\s+(\d+)\.(\d+)\b")
 CHECK_CALL = re.compile(r"\bcheck_(close|equal|gradient|true)\s*\(")
 MARKDOWN_LINK = re.compile(r"(\]\()([^)\s]+)")  # the target of [text](target) or ![alt](target)
 
-COLAB_SETUP = f"""\
-# On Colab, install minireformer first (Binder and a local clone already have it).
-import sys
 
-if "google.colab" in sys.modules:
-    %pip install --quiet "minireformer @ git+{REPOSITORY_URL}"
-"""
+
+def repository_url(pyproject: Path = REPO / "pyproject.toml") -> str | None:
+    """The published repository's address, ``[project.urls] Repository`` in pyproject.toml, or
+    None while the project is not published (no address is guessed)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    meta = tomllib.loads(pyproject.read_text())
+    return meta.get("project", {}).get("urls", {}).get("Repository")
+
+
+def colab_setup(url: str | None) -> str:
+    """The first cell of a student notebook: on Colab, install minireformer from ``url`` (or,
+    with no address configured, say how); elsewhere nothing."""
+    if url:
+        install = f'    %pip install --quiet "minireformer @ git+{url}"'
+    else:
+        install = (
+            "    raise RuntimeError(\n"
+            '        "minireformer is not installed here: run %pip install with the repository "\n'
+            '        "address or the wheel your course gives, then run this notebook again"\n'
+            "    )"
+        )
+    return (
+        "# On Colab, install minireformer first (Binder and a local clone already have it).\n"
+        "import sys\n\n"
+        'if "google.colab" in sys.modules:\n' + install
+    )
 
 
 class ExerciseFormatError(ValueError):
@@ -137,7 +159,7 @@ def _notebook(cells: list) -> nbformat.NotebookNode:
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
     }
-    nb.cells = [nbformat.v4.new_code_cell(COLAB_SETUP.rstrip()), *cells]
+    nb.cells = [nbformat.v4.new_code_cell(colab_setup(repository_url())), *cells]
     for number, cell in enumerate(nb.cells):
         cell.id = f"cell-{number}"
     return nb

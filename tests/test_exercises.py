@@ -9,6 +9,7 @@ described in ``course/README.md``.
 """
 
 import importlib.util
+import re
 from pathlib import Path
 
 import nbformat
@@ -175,3 +176,25 @@ def test_format_errors_name_the_file_and_cell(tmp_path, text, message):
     with pytest.raises(builder.ExerciseFormatError, match=message) as error:
         builder.build(source)
     assert str(error.value).startswith("99_broken.py, cell ")
+
+
+def test_colab_cell_installs_from_the_configured_address_and_guesses_none(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\n')
+    assert builder.repository_url(pyproject) is None
+    assert "RuntimeError" in builder.colab_setup(None) and "git+" not in builder.colab_setup(None)
+    pyproject.write_text('[project]\nname = "x"\n[project.urls]\nRepository = "https://e.org/r"\n')
+    url = builder.repository_url(pyproject)
+    assert url == "https://e.org/r" and "git+https://e.org/r" in builder.colab_setup(url)
+
+
+def test_no_link_points_to_an_unpublished_address():
+    if builder.repository_url() is not None:
+        pytest.skip("a repository address is configured")
+    for path in (ROOT / "README.md", ROOT / "course" / "guide.md"):
+        text = path.read_text()
+        for host in ("mybinder.org/v2/gh/", "colab.research.google.com/github/", "git+https://"):
+            for match in re.finditer(re.escape(host) + r"[^\s)`]*", text):
+                assert match[0].startswith(host + "<owner>/<name>"), (
+                    f"{path.name} links to {match[0]}, but no repository address is configured"
+                )
