@@ -122,8 +122,8 @@ grading.check_close("Exercise 1.2: dq against the library", dq, ref[0][0, 0])
 #
 # Your backward pass needed $P$, an $L \times L$ array, from the forward pass. Notebook 01
 # measured about four $L \times L$ float32 arrays per head alive at the peak of a forward and
-# backward pass. Which are they, and why can the backward not simply recompute $P$ from $Q$ and
-# $K$ to save memory?
+# backward pass. Which are they? The backward could recompute $P$ from $Q$ and $K$ instead of
+# keeping it: what would that save, what would it cost, and would the peak stop growing as $L^2$?
 #
 # <!-- BEGIN ANSWER -->
 # The scores $S$ (or the masked logits), the weights $P$, and in the backward $\bar P$ and

@@ -20,7 +20,7 @@
 import numpy as np
 
 from minireformer import reformer
-from minireformer.measuring import memory
+from minireformer.measuring import memory, memory_model
 from minireformer.reformer_config import ReformerConfig
 from minireformer.teaching import grading
 
@@ -211,39 +211,59 @@ grading.check_gradient("Exercise 5.2: dx2", lambda x: toy_loss(a1, x), toy[3], a
 # ### Exercise 5.3: what a stored-activation block keeps
 #
 # Without reversibility every block keeps, until the backward pass reaches it, what its backward
-# needs. For our pre-LayerNorm Transformer block with full causal attention (float32, 4 bytes a
-# number, $D_h = D / H$), that is:
+# needs. For the library's block with full shared-QK attention run with stored activations
+# (`reversible=False`; float32, 4 bytes a number, $D_h = D / H$), that is:
 #
 # - two layer norms, each keeping its normalised input and its output: $4$ arrays $(B, L, D)$;
-# - attention: $Q$, $K$, $V$ and the merged context, $4$ arrays $(B, L, H D_h)$, and the softmax
+# - attention: the queries $Q$, the values $V$ and the merged context, $3$ arrays
+#   $(B, L, H D_h)$; the unit-length keys $Q / |Q|$, one array $(B, H, L, D_h)$; and the softmax
 #   weights $(B, H, L, L)$;
 # - the feed-forward's hidden layer before and after the activation: $2$ arrays
 #   $(B, L, d_{ff})$;
-# - the causal mask, one $(L, L)$ array of booleans (1 byte each).
+# - the block's record: a fingerprint of its outputs, a $(2, B, L)$ array of float64 (8 bytes
+#   each), which the backward pass uses to refuse a record of another call.
 #
-# Implement `stored_bytes_per_layer(B, L, D, H, d_ff)`, the bytes one more layer adds. The check
-# *measures* it: the growth of a training step's peak from 1 to 3 layers, less the growth of the
-# gradient tree (the extra layer's weights have gradients too), must match your count to 5%.
+# Implement `stored_bytes_per_layer(B, L, D, H, d_ff)`, the bytes one more layer adds. Two checks:
+# the library's exact count of what the block keeps (`memory_model.stored_block_bytes`) at fresh
+# random sizes, to the byte; and a *measurement*, the growth of a training step's peak from 1 to 3
+# layers less the growth of the gradient tree (the extra layers' weights have gradients too),
+# which your count must match to 5% (the allocator adds a little that no count of arrays sees).
 
 
 # %%
 def stored_bytes_per_layer(B, L, D, H, d_ff):
-    """Bytes one stored-activation Transformer block keeps for its backward pass (float32)."""
+    """Bytes one stored-activation block keeps for its backward pass (float32)."""
     # BEGIN SOLUTION
     d_head = D // H
-    floats = B * L * (4 * D + 4 * H * d_head + 2 * d_ff) + B * H * L * L
-    return 4 * floats + L * L
+    floats = B * L * (4 * D + 3 * H * d_head + 2 * d_ff) + B * H * L * d_head + B * H * L * L
+    return 4 * floats + 8 * 2 * B * L
     # END SOLUTION
 
 
 # %%
-MEM = dict(vocab_size=16, d_model=32, n_heads=2, d_ff=128, max_len=256, dtype="float32")
+MEM = dict(vocab_size=16, dtype="float32")
+
+
+def block_config(n_layers, D, H, d_ff, L):
+    return ReformerConfig(n_layers=n_layers, attention_types=("full",), reversible=False,
+                          d_model=D, n_heads=H, d_ff=d_ff, max_len=L, **MEM)  # fmt: skip
+
+
+fresh = np.random.default_rng()  # new sizes at every run
+for _ in range(3):
+    B, L, H = (int(x) for x in fresh.integers([1, 16, 1], [4, 200, 5]))
+    D, d_ff = H * int(fresh.integers(2, 17)), int(fresh.integers(8, 300))
+    with grading.own_work("Exercise 5.3"):
+        got = stored_bytes_per_layer(B, L, D, H, d_ff)
+    exact = memory_model.stored_block_bytes(block_config(1, D, H, d_ff, L), B, L)
+    grading.check_equal(f"Exercise 5.3: B={B}, L={L}, D={D}, H={H}, d_ff={d_ff}", got, exact)
+
 mem_tokens = np.random.default_rng(1).integers(0, 16, size=(1, 257))  # the model reads 256
 
 
 def step_peak(n_layers):
     """(peak bytes of one stored-activation training step, bytes of its gradient tree)."""
-    c = ReformerConfig(n_layers=n_layers, attention_types=("full",), reversible=False, **MEM)
+    c = block_config(n_layers, 32, 2, 128, 256)
     params = reformer.init_reformer(c, np.random.default_rng(2))
     (_, grads), peak = memory.measure_peak(reformer.loss_and_grads, params, mem_tokens, c)
     return peak, memory.tree_nbytes(grads)
@@ -252,11 +272,10 @@ def step_peak(n_layers):
 (peak1, grads1), (peak3, grads3) = step_peak(1), step_peak(3)
 measured_per_layer = ((peak3 - peak1) - (grads3 - grads1)) / 2
 print(f"measured: {measured_per_layer / 2**20:.3f} MiB per layer")
+with grading.own_work("Exercise 5.3"):
+    counted = float(stored_bytes_per_layer(1, 256, 32, 2, 128))
 grading.check_close(
-    "Exercise 5.3: bytes per stored layer",
-    float(stored_bytes_per_layer(1, 256, 32, 2, 128)),
-    measured_per_layer,
-    rtol=0.05,
+    "Exercise 5.3: bytes per stored layer, measured", counted, measured_per_layer, rtol=0.05
 )
 
 # %% [markdown]

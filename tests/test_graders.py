@@ -106,6 +106,30 @@ CASES = [
         """,
     ),
     (
+        "05_reversible", "stored_bytes_per_layer", "returns a variable of the check cell",
+        """
+        return globals().get("exact", globals().get("measured_per_layer", 0))
+        """,
+    ),
+    (
+        "05_reversible", "stored_bytes_per_layer", "misses one (B, L, D) array",
+        """
+        d_head = D // H
+        floats = B * L * (3 * D + 3 * H * d_head + 2 * d_ff) + B * H * L * d_head + B * H * L * L
+        return 4 * floats + 8 * 2 * B * L
+        """,
+    ),
+    (
+        "05_reversible", "stored_bytes_per_layer", "calls the library",
+        """
+        from minireformer.measuring import memory_model
+        from minireformer.reformer_config import ReformerConfig
+        c = ReformerConfig(n_layers=1, attention_types=("full",), reversible=False, d_model=D,
+                           n_heads=H, d_ff=d_ff, max_len=L, vocab_size=16)
+        return memory_model.stored_block_bytes(c, B, L)
+        """,
+    ),
+    (
         "06_chunking", "chunked_ff_forward", "does not chunk",
         """
         return layers.feedforward_forward(x, p)[0]

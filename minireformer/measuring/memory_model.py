@@ -260,6 +260,13 @@ def _inner_attention(config, i: int, batch: int, length: int, s: int, heads: int
     )
 
 
+def stored_block_bytes(config, batch: int, length: int, layer: int = 0) -> int:
+    """Bytes that block ``layer`` of a ``reversible=False`` Reformer keeps from its forward pass
+    for its backward (``reversible.forward_stored``'s cache and the block's record), on (B, L)
+    tokens: what one more stored-activation layer adds to a training step's peak."""
+    return _stored_block_bytes(config, layer, batch, length, 4 if config.dtype == "float32" else 8)
+
+
 def _stored_block_bytes(config, i: int, batch: int, length: int, s: int) -> int:
     """What reversible.forward_stored keeps of block i (StoredCache): both layer norms' outputs
     and caches, q, v and the merged context, the attention's cache (its terms named "cache: "),
