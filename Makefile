@@ -55,9 +55,10 @@ bench-quick:
 benchmarks: bench
 
 # Retrain every shipped model and rewrite results/*.json (over an hour on 2 cores). Resumable:
-# each run checkpoints under runs/, and a stopped `make reproduce` continues where it was.
+# each run checkpoints under runs/, and a stopped `make reproduce` continues where it was. The
+# Shakespeare models train with two worker threads, each with a one-thread BLAS.
 reproduce: $(STAMP)
-	$(BIN)/minireformer reproduce
+	OPENBLAS_NUM_THREADS=1 $(BIN)/minireformer reproduce
 
 # Side by side with Hugging Face's PyTorch Reformer: a separate .venv-compare with the
 # `compare` extra (CPU torch, transformers 4.57.6), never part of `make test`. Each measurement runs

@@ -59,7 +59,7 @@ def _shapes(quick: bool) -> dict:
         "duplication": (
             lm.config_to_dict(E.duplication_config("lsh", 2)),
             16,
-            E.DUPLICATION_LENGTH,
+            E.duplication_config("lsh", 2).max_len,
         ),
     }
     if quick:  # the same kinds of model at toy sizes (seconds, for the test suite)

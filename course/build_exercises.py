@@ -40,7 +40,6 @@ CHECK_CALL = re.compile(r"\bcheck_(close|equal|gradient|true)\s*\(")
 MARKDOWN_LINK = re.compile(r"(\]\()([^)\s]+)")  # the target of [text](target) or ![alt](target)
 
 
-
 def repository_url(pyproject: Path = REPO / "pyproject.toml") -> str | None:
     """The published repository's address, ``[project.urls] Repository`` in pyproject.toml, or
     None while the project is not published (no address is guessed)."""

@@ -24,7 +24,8 @@ import numpy as np
 from minireformer.teaching import grading
 from minireformer.training import checkpoint, data, evaluation, experiments, lm
 
-task = data.from_spec(experiments.DUPLICATION_DATA)  # |w| = 63 symbols from 1..63, L = 128
+# |w| = 63 symbols from 1..63, L = 128
+task = data.from_spec(experiments.DUPLICATION["duplication"]["data"])
 model = checkpoint.load(experiments.CHECKPOINTS / "duplication_full.npz")  # trained with full
 print("L =", task.length, " |w| =", task.word_len, " symbols 1 ..", task.n_symbols)
 

@@ -66,11 +66,11 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from tqdm.auto import tqdm
 
 from minireformer import attention, backend, transformer
 from minireformer.measuring import memory, table3
 from minireformer.teaching import attention_maps, plotting
+from minireformer.teaching.progress import progress
 from minireformer.training import checkpoint, data, experiments
 
 print(backend.describe())
@@ -152,8 +152,10 @@ plt.show()
 #
 # The toy proves nothing: we chose the scores. The Reformer's bet is an empirical one, that in
 # trained models most of a query's weight sits on a few keys. We can check it on a model this
-# project trained: the two-layer character model with full shared-QK attention and reversible
-# layers that notebook 08 trains for its Figure 3 (context 256, `checkpoints/`). For the
+# project trained: a small character model of Shakespeare's plays, two layers of ordinary full
+# attention over 256 characters, shipped in `checkpoints/` (it is one of the four models of
+# notebook 08's Figure 3; its shared queries and keys and its reversible layers, taught in
+# notebooks 03 and 05, do not matter here: we only read its attention weights). For the
 # queries that see at least 128 keys (positions 127 to 255 of four validation windows), how much
 # of each query's weight do its 8 and its 32 largest weights hold? If the weight were spread
 # evenly, the top 32 of $n$ keys would hold $32/n$, at most 25% here.
@@ -177,7 +179,7 @@ for layer in range(trained.config.n_layers):
 
 # %%
 assert top_share[0][1] > 0.85 and top_share[0][1] > 3 * uniform_32  # layer 0: concentrated
-assert top_share[1][1] < top_share[0][1]  # layer 1: much more spread out
+assert 0.5 < top_share[1][1] < 0.65  # layer 1: a little over half, much more spread out
 assert all(share[1] > 2 * uniform_32 for share in top_share.values())  # both beat an even spread
 
 # %% [markdown]
@@ -341,7 +343,7 @@ def best_time(fn, *args, min_runs=2, max_runs=7, budget_s=0.3):
 
 
 times, peaks = [], []
-for n in tqdm(lengths, desc="full attention"):
+for n in progress(lengths, desc="full attention"):
     q, k, v, dout = (
         rng.standard_normal((1, n_heads, n, d_head)).astype(np.float32) for _ in range(4)
     )
@@ -428,7 +430,7 @@ depths = [1, 2, 4, 6, 8]
 base = dict(vocab_size=64, d_model=64, n_heads=4, d_head=16, d_ff=256, max_len=256)
 tokens = np.random.default_rng(2).integers(0, 64, size=(2, 257))  # the model reads 256
 step_peaks, predicted, param_bytes = [], [], []
-for n_layers in tqdm(depths, desc="depth"):
+for n_layers in progress(depths, desc="depth"):
     config = transformer.TransformerConfig(**base, n_layers=n_layers)
     params = transformer.init_transformer(config, np.random.default_rng(3))
     _, peak = memory.measure_training_step(transformer.loss_and_grads, params, tokens, config)
@@ -462,9 +464,11 @@ assert residual < 0.01 * step_peaks[-1]  # a straight line in depth
 assert 0.95 < slope / pred_slope < 1.15  # each layer costs its cached activations
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8))
-ax.plot(depths, step_peaks / 2**20, "o-", label="measured peak of one training step")
+# the measured peaks as points and the count as lines, so that one does not hide the other
+ax.plot(depths, (intercept + predicted) / 2**20, "k:", lw=2, label="count + measured fixed part")
+ax.plot(depths, step_peaks / 2**20, "o", ms=8, mfc="none", mew=2,
+        label="measured peak of one training step")  # fmt: skip
 ax.plot(depths, predicted / 2**20, "s--", label="cached activations (analytic count)")
-ax.plot(depths, (intercept + predicted) / 2**20, "k:", label="count + measured fixed part")
 ax.set_xlabel("number of layers $n_l$")
 ax.set_ylabel("MiB")
 ax.set_ylim(0, None)

@@ -254,6 +254,8 @@ assert np.all(np.diag(full_weights) == 0)  # the self mask: full attention never
 same_bucket_dense = my_buckets[:, None] == my_buckets[None, :]
 in_blocks = (full_weights * same_bucket_dense).sum(axis=1)  # per query
 print("share of full attention's weight inside the query's own bucket, per query:\n", in_blocks)
+print("queries with less than a tenth inside:", np.flatnonzero(in_blocks < 0.1))
+assert np.flatnonzero(in_blocks < 0.1).tolist() == [4, 5]  # two queries look almost all elsewhere
 print(f"mean {in_blocks.mean():.2f}, smallest {in_blocks.min():.2f}")
 assert 0.6 < in_blocks.mean() < 0.9 and in_blocks.min() < 0.1  # mostly in-bucket, not always
 
@@ -410,7 +412,9 @@ assert np.allclose(np.diag(causal_weights)[not_alone], 0)
 
 # %%
 # mask colours: none of them is a bucket colour (tab10 0-3), so that colour means one thing
-MASK_COLOURS = ["#1a1a1a", "#e6e6e6", "#a6a6a6", "#9467bd"]  # kept, other bucket, causal, self
+# kept, other bucket, causal, self: also four distinct greys in print (lightness about 0.1,
+# 0.95, 0.7 and 0.4)
+MASK_COLOURS = ["#1a1a1a", "#f2f2f2", "#c5b0d5", "#8c564b"]
 fig, axes = plt.subplots(
     1, 2, figsize=(10, 6.2), gridspec_kw={"width_ratios": [0.62, 1]}, constrained_layout=True
 )

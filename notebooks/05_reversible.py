@@ -45,12 +45,12 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import LogLocator
-from tqdm.auto import tqdm
 
 from minireformer import backend, reference, reformer, tree
 from minireformer.measuring import gradcheck, memory, table3
 from minireformer.reformer_config import ReformerConfig
 from minireformer.teaching import plotting, schematics
+from minireformer.teaching.progress import progress
 
 print(backend.describe())
 
@@ -341,7 +341,7 @@ def reconstruction_errors(dtype, seed=2):
 
 
 t0 = time.perf_counter()
-rec_err = {dt: reconstruction_errors(dt) for dt in tqdm(["float32", "float64"], desc="dtypes")}
+rec_err = {dt: reconstruction_errors(dt) for dt in progress(["float32", "float64"], desc="dtypes")}
 print(f"{time.perf_counter() - t0:.1f} s")
 print("depth  float32   float64")
 for i, depth in enumerate(DEPTHS):
@@ -560,7 +560,7 @@ def step_peak(n_layers, reversible):
 t0 = time.perf_counter()
 peaks = {"stored": [], "reversible": []}
 grad_bytes = []
-for n in tqdm(MEM_DEPTHS, desc="depths"):
+for n in progress(MEM_DEPTHS, desc="depths"):
     stored_peak, g_bytes = step_peak(n, reversible=False)
     peaks["stored"].append(stored_peak)
     peaks["reversible"].append(step_peak(n, reversible=True)[0])

@@ -49,12 +49,12 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from tqdm.auto import tqdm
 
 from minireformer import backend, chunking, layers, loss, reformer
 from minireformer.measuring import memory, memory_model, table3
 from minireformer.reformer_config import ReformerConfig
 from minireformer.teaching import plotting, schematics
+from minireformer.teaching.progress import progress
 from minireformer.training import experiments
 
 print(backend.describe())
@@ -185,7 +185,7 @@ def fit_peaks(chunks, peaks, length):
 CHUNKS = [16, 32, 64, 128, 256, 512, 1024]
 t0 = time.perf_counter()
 _, ff_peak_full = memory.measure_peak(ff_step, None)
-ff_peaks = [memory.measure_peak(ff_step, s)[1] for s in tqdm(CHUNKS, desc="chunk lengths")]
+ff_peaks = [memory.measure_peak(ff_step, s)[1] for s in progress(CHUNKS, desc="chunk lengths")]
 print(f"measured in {time.perf_counter() - t0:.1f} s")
 print(f"unchunked: {ff_peak_full / MiB:7.1f} MiB")
 for s, peak in zip(CHUNKS, ff_peaks):
@@ -296,7 +296,7 @@ h32, w_out32, b_out32 = (
 _, loss_peak_full = memory.measure_peak(loss_step, h32, w_out32, b_out32, None)
 loss_peaks = [
     memory.measure_peak(loss_step, h32, w_out32, b_out32, s)[1]
-    for s in tqdm(CHUNKS, desc="chunk lengths")
+    for s in progress(CHUNKS, desc="chunk lengths")
 ]
 wgrad_out = D_IN * VOCAB * 4  # one (D, V) float32 array: the gradient of W_out
 loss_count = [wgrad_out + 3 * B * s * VOCAB * 4 for s in CHUNKS]  # the simple count, bytes
@@ -408,7 +408,7 @@ arch_sizes = dict(batch=1, length=ARCH_L, d_model=64, d_ff=2048, n_heads=2, n_la
 arch_params = reformer.init_reformer(arch_base, np.random.default_rng(11))  # shared by all five
 
 measured = {}  # name -> peak, gradient bytes, activations (= peak - gradients), seconds
-for name, switches in tqdm(ARCHS.items(), desc="variants"):
+for name, switches in progress(ARCHS.items(), desc="variants"):
     cfg = dataclasses.replace(arch_base, **switches)
     (_, grads), peak = memory.measure_peak(
         reformer.loss_and_grads, arch_params, arch_tokens, cfg, np.random.default_rng(12)
@@ -471,8 +471,8 @@ plt.show()
 # %% [markdown]
 # The measured numbers sit several times above Table 3's (the ratios on the bars: the table names
 # only the largest tensor of a layer; a real implementation keeps several tensors of that size,
-# and temporaries; our LSH attention's sorting, hashing and masks add the most), but they move the
-# way the table says:
+# and temporaries; the exact model of the next section names the largest terms), but they move
+# the way the table says:
 #
 # - **reversible** removes the factor $n_l$ from the activations (the table's 4x assumes the
 #   activations are all there is; one layer's backward working memory stays, so the measured
@@ -523,7 +523,7 @@ assert all(abs(exact[n].total / measured[n]["peak"] - 1) < 0.15 for n in ARCHS)
 # %% [markdown]
 # ### The time column
 #
-# Every trick trades time for memory, and at this length none of them saves time:
+# The tricks are about memory; what they do to time differs:
 #
 # - **reversible** layers recompute every block's forward pass on the way down (notebook 05
 #   measured the extra);
@@ -531,7 +531,8 @@ assert all(abs(exact[n].total / measured[n]["peak"] - 1) < 0.15 for n in ARCHS)
 #   (8 here), and the chunked loss recomputes each chunk's logits in the backward;
 # - **LSH** attention replaces one $(L, L)$ product, which at $L = 512$ is small and fast, by
 #   hashing, a sort, gathers into chunks, $R$ rounds and their combination. It does $O(L\,C)$
-#   work instead of $O(L^2)$, so it wins only once $L$ is several times $2C$ times the overhead:
+#   work instead of $O(L^2)$, so whether it saves time at a given length depends on that overhead
+#   against the $L^2$ it removes:
 #   notebook [04](04_multiround_lsh.ipynb) measures that crossover for the attention alone, and the
 #   length sweep below for a whole training step.
 #
@@ -555,7 +556,7 @@ sweep_base = dataclasses.replace(arch_base, max_len=max(SWEEP["reformer"]))
 sweep_params = reformer.init_reformer(sweep_base, np.random.default_rng(11))  # positions for all L
 sweep = {name: {} for name in SWEEP}
 for name, lengths in SWEEP.items():
-    for length in tqdm(lengths, desc=name):
+    for length in progress(lengths, desc=name):
         cfg = dataclasses.replace(sweep_base, **ARCHS[name])
         tokens = np.random.default_rng(13).integers(0, cfg.vocab_size, size=(1, length + 1))
         (_, grads), peak = memory.measure_peak(
@@ -629,11 +630,11 @@ for kind, rows in stored.items():
     print(kind + ":", ", ".join(f"L={n:,} {b / MiB:,.0f} MiB" for n, b in sorted(rows.items())))
 big = max(stored["Reformer"])
 print(f"Reformer at L = {big:,}: {stored['Reformer'][big] / GiB:.2f} GiB")
+print(f"Transformer: longest L within the budget {max(stored['Transformer']):,}")
 
 # %% [markdown]
-# Observation (not asserted: these are stored numbers of an earlier run, not this notebook's):
-# with the larger model the Reformer's step fitted 65,536 tokens in under 2 GiB, while the
-# Transformer's stopped fitting 4 GiB at 4,096 tokens.
+# These are stored numbers of the benchmark's last run, not this notebook's: the two lines above
+# say how far each model went.
 #
 # ## Recap
 #

@@ -11,7 +11,7 @@
 # %% [markdown]
 # # 07 The duplication task: does LSH attention find what full attention finds?
 #
-# Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 5 "Experiments", the synthetic task and
+# Reformer paper (Kitaev, Kaiser, Levskaya 2020), section 2.1 "Analysis on a synthetic task" and
 # its Table 2.
 #
 # Notebooks 02-06 built LSH attention, reversible layers and chunking and checked each against its
@@ -73,7 +73,7 @@ print(backend.describe())
 # predicts token $t + 1$, and the second copy occupies tokens $|w| + 2 .. 2|w| + 1$.
 
 # %%
-task = data.from_spec(experiments.DUPLICATION_DATA)
+task = data.from_spec(experiments.DUPLICATION["duplication"]["data"])
 tokens, mask = task.batch(np.random.default_rng(0), 1)
 n = task.word_len
 print("L =", task.length, " vocabulary =", task.vocab_size, " |w| =", n)
@@ -101,7 +101,7 @@ if RETRAIN:  # trains the four models, evaluates them on 1,000 sequences, writes
     experiments.reproduce_duplication()
 models = {
     row: checkpoint.load(experiments.CHECKPOINTS / f"duplication_{row}.npz")
-    for row in experiments.DUPLICATION_ROWS
+    for row in experiments.DUPLICATION["duplication"]["rows"]
 }
 results = json.loads((experiments.RESULTS / "duplication.json").read_text())
 for row, ck in models.items():
@@ -155,7 +155,7 @@ def show(t, title):
         print(f"{row:15s}" + "".join(f"{x:>14s}" for x in cells))
 
 
-show(table, "accuracy %, 1,000 sequences (in brackets: the paper at L = 1024, where quoted)")
+show(table, "accuracy %, 1,000 sequences (in brackets: the paper's Table 2, at L = 1024)")
 show(live, "accuracy %, the first 200 of them, evaluated now")
 
 # %% [markdown]
@@ -181,6 +181,18 @@ print(f"largest difference between the live and the stored evaluation: {gap:.1f}
 # Observation (not asserted, an explanation we have not tested): at $L = 128$ with 16 buckets a
 # query and its copy share a bucket in most rounds, and the learned attention is sharp enough that
 # the other keys, which full attention adds, receive almost no weight.
+#
+# A second departure, printed below: the one-round column. In the paper, models trained with more
+# rounds do better at one round (77.9%, 86.8%, 91.9% for 1, 2, 4 rounds of training); here the
+# order is the other way round. A model trained with one round has only ever been rewarded for
+# copies that one hash found, so it may have learned queries that hash together more reliably
+# than a model that could count on a second or fourth chance; why the paper's models at
+# $L = 1024$ behave the opposite way is not settled here.
+
+# %%
+for row in ("lsh1", "lsh2", "lsh4"):
+    print(f"trained with {row}, evaluated with one round: {table[row]['lsh1']:5.1f}%  "
+          f"(paper {paper[row]['lsh1']:.1f}%)")  # fmt: skip
 
 
 # %%
@@ -240,8 +252,10 @@ for paper_t, released_t in ((table, released), (live, live_released)):
 # %%
 rounds = [1, 2, 4, 8]
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
-for row in models:
-    ax.plot(rounds, [table[row][f"lsh{r}"] for r in rounds], marker="o", label=f"trained {row}")
+styles = zip(("o", "s", "^", "D"), ("-", "--", "-.", ":"), (9, 7, 5, 3))  # told apart at 100%
+for row, (marker, line, size) in zip(models, styles):
+    ax.plot(rounds, [table[row][f"lsh{r}"] for r in rounds], marker=marker, ls=line, ms=size,
+            label=f"trained {row}")  # fmt: skip
 ax.set_xscale("log", base=2)
 ax.set_xticks(rounds, [str(r) for r in rounds])
 ax.set_xlabel("hash rounds at evaluation")
@@ -296,6 +310,31 @@ plt.show()
 print({k: round(v, 3) for k, v in reads_copy.items()})
 assert reads_copy["full-trained, full attention"] > 0.5
 assert reads_copy["LSH-4-trained, LSH-4"] > 0.5
+
+# %% [markdown]
+# ## 7. At the paper's size: L = 1,024
+#
+# Everything above is at $L = 128$, where a model trains in minutes. The paper's task is eight
+# times longer: $|w| = 511$ symbols from $1..127$, so the copy lies 512 positions back, and with
+# chunks of $C = 64$ there are $K = 32$ buckets. `minireformer reproduce --only duplication1024`
+# trains the same four rows at that size (one layer, $d_{model} = 128$, batches of 8, learned
+# positions); on two cores that takes hours, so it writes `results/duplication1024.json` after
+# each model it finishes, and the table below shows the rows trained so far.
+
+# %%
+big_file = experiments.RESULTS / "duplication1024.json"
+big = json.loads(big_file.read_text()) if big_file.exists() else None
+if big is None:
+    print("not run yet: minireformer reproduce --only duplication1024")
+else:
+    trained = list(big["paper_semantics"])
+    missing = [r for r in experiments.DUPLICATION["duplication1024"]["rows"] if r not in trained]
+    show(big["paper_semantics"], "L = 1024, accuracy % on 1,000 sequences (paper in brackets)")
+    show(big["released_semantics"], "the same weights, released semantics")
+    for row in trained:
+        run = big["runs"][row]
+        print(f"{row}: {run['steps']:,} steps, {run['seconds'] / 60:.1f} min of training")
+    print("rows not trained yet:", missing or "none")
 
 # %% [markdown]
 # ## Recap

@@ -145,12 +145,13 @@ if speed is not None:
             grid, line["intercept"] + line["slope_per_token"] * grid, "--", color=f"C{i}", lw=1
         )
         where = speed["crossover"][rounds]["length"]
-        if where is not None:
-            ax.axvline(where, color=f"C{i}", ls=":", lw=1)
+        if where is not None:  # past the measured full-attention lengths, the legend says so
+            beyond = " (extrapolated)" if speed["crossover"][rounds]["extrapolated"] else ""
+            ax.axvline(where, color=f"C{i}", ls=":", lw=1, label=f"crossover, R = {rounds}{beyond}")
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("forward + backward time per token (us)")
     ax.set_title("Measured points, fitted lines (dashed), crossovers (dotted)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     plotting.save_figure(fig, "09_crossover")
     plt.show()
     for rounds, cross in speed["crossover"].items():

@@ -182,18 +182,16 @@ def test_reproduce_runs_a_shrunken_duplication_experiment(tmp_path, capsys, monk
     for name in ("RUNS", "CHECKPOINTS", "RESULTS"):
         monkeypatch.setattr(experiments, name, tmp_path / name.lower())
     monkeypatch.setenv("MINIREFORMER_FIGURES", str(tmp_path / "figures"))
-    monkeypatch.setattr(
-        experiments,
-        "DUPLICATION_DATA",
-        {"task": "duplication", "n_symbols": 5, "word_len": 5, "eval_seed": 1},
-    )
-    monkeypatch.setattr(
-        experiments,
-        "DUPLICATION_MODEL",
-        dict(vocab_size=6, d_model=16, n_heads=2, d_ff=32, n_layers=1, chunk_len=4, max_len=12),
-    )
-    monkeypatch.setattr(
-        experiments, "DUPLICATION_ROWS", {"full": ("full", 1, 3), "lsh2": ("lsh", 2, 3)}
+    monkeypatch.setitem(
+        experiments.DUPLICATION,
+        "duplication",
+        dict(
+            figure="07_table2",
+            data={"task": "duplication", "n_symbols": 5, "word_len": 5, "eval_seed": 1},
+            model=dict(vocab_size=6, d_model=16, n_heads=2, d_ff=32, n_layers=1, chunk_len=4),
+            train=dict(batch_size=4, eval_every=2, checkpoint_every=2, seed=0),
+            rows={"full": ("full", 1, 3), "lsh2": ("lsh", 2, 3)},
+        ),
     )
     monkeypatch.setattr(experiments, "DUPLICATION_EVAL_SEQUENCES", 100)
     code, out, _ = run(capsys, "reproduce", "--only", "duplication", "--quiet")
@@ -204,6 +202,56 @@ def test_reproduce_runs_a_shrunken_duplication_experiment(tmp_path, capsys, monk
     assert (tmp_path / "checkpoints" / "duplication_lsh2.npz").exists()
     assert (tmp_path / "figures" / "07_table2.png").exists()
     assert checkpoint.load(tmp_path / "checkpoints" / "duplication_lsh2.npz").adam_state is None
+
+
+def test_reproduce_runs_shrunken_shakespeare_models_and_compares_them(
+    tmp_path, capsys, monkeypatch
+):
+    for name in ("RUNS", "CHECKPOINTS", "RESULTS"):
+        monkeypatch.setattr(experiments, name, tmp_path / name.lower())
+    monkeypatch.setenv("MINIREFORMER_FIGURES", str(tmp_path / "figures"))
+    small = dict(vocab_size=65, d_model=16, n_heads=2, d_ff=32, n_layers=2)
+    monkeypatch.setattr(
+        experiments,
+        "SHAKESPEARE_REFORMER",
+        {**small, "chunk_len": 8, "attention_types": ("local", "lsh"), "max_len": 64},
+    )
+    monkeypatch.setattr(
+        experiments, "SHAKESPEARE_TRANSFORMER", {**small, "d_head": 8, "max_len": 16}
+    )
+    common = dict(steps=4, eval_every=2, eval_batches=1, checkpoint_every=2, workers=2)
+    monkeypatch.setattr(
+        experiments, "SHAKESPEARE_REFORMER_TRAIN", {**common, "batch_size": 2, "seq_len": 64}
+    )
+    monkeypatch.setattr(
+        experiments, "SHAKESPEARE_TRANSFORMER_TRAIN", {**common, "batch_size": 8, "seq_len": 16}
+    )
+    monkeypatch.setattr(
+        experiments,
+        "SAMPLES",
+        {"prompt": 40, "characters": 30, "temperature": 0.8, "seeds": (0, 1)},
+    )
+    code, out, _ = run(capsys, "reproduce", "--only", "shakespeare_reformer", "--quiet")
+    assert code == 0 and "shakespeare_reformer: wrote" in out and "shakespeare.json" in out
+    result = json.loads((tmp_path / "results" / "shakespeare.json").read_text())
+    assert set(result["models"]) == {"shakespeare_reformer"} and "equal_time" not in result
+    code, _, _ = run(capsys, "reproduce", "--only", "shakespeare_transformer", "--quiet")
+    result = json.loads((tmp_path / "results" / "shakespeare.json").read_text())
+    reformer, transformer = (
+        result["models"]["shakespeare_reformer"],
+        result["models"]["shakespeare_transformer"],
+    )
+    assert code == 0 and reformer["tokens"] == transformer["tokens"] == 4 * 128
+    assert len(reformer["position_bpc"]) == 64 and set(reformer["bands"]) == {"0-7", "8-63"}
+    assert [s["seed"] for s in transformer["samples"]] == [0, 1]
+    assert all(0 <= s["known_words"] <= 1 and len(s["text"]) == 30 for s in reformer["samples"])
+    same = result["equal_time"]
+    assert same["minutes"] == min(
+        reformer["curve"]["minutes"][-1], transformer["curve"]["minutes"][-1]
+    )
+    assert all(same[name]["minutes"] <= same["minutes"] for name in result["models"])
+    assert (tmp_path / "figures" / "08_bits_by_position.png").exists()
+    assert set(result["ngram"]) == {"unigram", "bigram"}
 
 
 def test_python_dash_m_help_runs_in_a_fresh_process():

@@ -51,22 +51,46 @@ def test_strided_evaluation_equals_a_direct_per_token_computation(stride):
     assert abs(got["bits"] - want) < 1e-12 and got["targets"] == 42
 
 
-def test_position_bands_average_the_non_overlapping_windows():
+def _window_bits(params, ids, start, width=8):
+    """(W,) bits of the targets of the window of ``width`` tokens at ``start``, computed alone."""
+    logits = lm.forward_logits(params, ids[None, start : start + width], TINY)[0]  # (W, V)
+    top = logits.max(axis=-1)
+    lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=-1))
+    targets = ids[start + 1 : start + width + 1]
+    return (lse - logits[np.arange(width), targets]) / math.log(2)
+
+
+def test_position_bands_average_the_windows_at_multiples_of_the_stride():
     rng = np.random.default_rng(1)
     params = lm.init_params(TINY, rng)
-    ids = rng.integers(0, 7, 35)  # four windows of 8 (+1) tokens, the rest unused by the bands
+    ids = rng.integers(0, 7, 35)  # windows of 8 (+1) tokens at 0, 4, ..., 24 (stride 4)
     got = evaluation.evaluate_text(params, TINY, ids, window=8, bands=((0, 2), (2, 8)))
-    per_position = np.zeros(8)
-    for k in range(4):
-        logits = lm.forward_logits(params, ids[None, 8 * k : 8 * k + 8], TINY)[0]  # (8, V)
-        top = logits.max(axis=-1)
-        lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=-1))
-        per_position += (lse - logits[np.arange(8), ids[8 * k + 1 : 8 * k + 9]]) / math.log(2) / 4
+    per_position = np.mean([_window_bits(params, ids, start) for start in range(0, 25, 4)], axis=0)
     np.testing.assert_allclose(got["position_bits"], per_position, rtol=1e-12)
     assert got["bands"] == pytest.approx(
         {"0-1": per_position[:2].mean(), "2-7": per_position[2:].mean()}
     )
-    assert got["band_targets"] == {"0-1": 8, "2-7": 24}
+    assert got["band_targets"] == {"0-1": 14, "2-7": 42}
+
+
+def test_the_same_characters_are_compared_with_and_without_the_stride_s_extra_context():
+    rng = np.random.default_rng(2)
+    params = lm.init_params(TINY, rng)
+    ids = rng.integers(0, 7, 30)  # aligned windows at 0, 4, ..., 20
+    got = evaluation.evaluate_text(params, TINY, ids, window=8)
+    assert got["same_characters"] == {}  # positions 64 on do not exist in a window of 8
+    nats = {s: _window_bits(params, ids, s) for s in range(0, 21, 4)}
+    pairs = [(a, a + 4) for a in range(0, 17, 4)]
+    # the token at position p of window b is at p + 4 of window a: the same characters
+    assert all(ids[b + p + 1] == ids[a + p + 4 + 1] for a, b in pairs for p in range(4))
+    short = np.mean([nats[b][1:4] for _, b in pairs])
+    long = np.mean([nats[a][5:8] for a, _ in pairs])
+    same = evaluation._same_characters(
+        {s: v * math.log(2) for s, v in nats.items()}, list(nats), 8, 4, low=1
+    )
+    assert same["short_bits"] == pytest.approx(short) and same["long_bits"] == pytest.approx(long)
+    assert same["short_context"] == "1-3" and same["long_context"] == "5-7"
+    assert same["targets"] == 5 * 3
 
 
 def test_an_lsh_model_is_scored_the_same_for_the_same_seed():

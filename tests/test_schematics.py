@@ -75,7 +75,7 @@ def test_chunked_feed_forward_marks_the_chunk_being_computed():
     ax = schematics.chunked_feed_forward(n_chunks=5, current=2).axes[0]
     labels = " ".join(_texts(ax))
     assert "chunk 3 of 5" in labels and "5x larger" in labels
-    assert "hidden (chunk_len, d_ff)" in labels
+    assert "hidden (S, d_ff)" in labels and "input\n(L, D)" in labels  # notebook 06's letters
 
 
 @pytest.mark.parametrize(

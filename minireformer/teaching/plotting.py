@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
 from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
 FIGURES_ENV = "MINIREFORMER_FIGURES"
@@ -42,34 +43,37 @@ def label_log_axis(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def accuracy_table(table: dict, rows, columns, *, title: str, ax=None) -> plt.Figure:
-    """Heatmap of ``table[row][column]`` (percent; None drawn blank) with each cell written in.
+def accuracy_table(
+    table: dict, rows, columns, *, title: str, ax=None, reference: dict | None = None
+) -> plt.Figure:
+    """Heatmap of ``table[row][column]`` (percent; None or a missing row drawn blank) with each
+    cell written in, and ``reference[row][column]`` (the paper's) in brackets below when given.
 
-    Used for the duplication task's Table 2 analogue: rows trained, columns evaluated.
+    Used for the duplication task's Table 2: rows trained, columns evaluated. The colour is the
+    error, 100 - accuracy, on a logarithmic scale from 0.1% to 100%, so that 99.9%, 99% and 90%
+    differ as much as 90% and 0% do.
     """
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.2, 3.4))
     grid = np.array(
-        [[np.nan if table[r][c] is None else table[r][c] for c in columns] for r in rows],
+        [[np.nan if table.get(r, {}).get(c) is None else table[r][c] for c in columns]
+         for r in rows],
         dtype=float,
-    )
-    image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+    )  # fmt: skip
+    error = np.clip(100.0 - grid, 0.1, 100.0)
+    image = ax.imshow(error, norm=LogNorm(vmin=0.1, vmax=100), cmap="viridis_r")
     for i, j in np.ndindex(grid.shape):
-        if not np.isnan(grid[i, j]):
-            ax.text(
-                j,
-                i,
-                f"{grid[i, j]:.1f}",
-                ha="center",
-                va="center",
-                color="black" if grid[i, j] > 60 else "white",
-                fontsize=9,
-            )
+        text = "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}"
+        if reference is not None:
+            text += f"\n({reference[rows[i]][columns[j]]:g})"
+        dark = not np.isnan(grid[i, j]) and error[i, j] > 3
+        ax.text(j, i, text, ha="center", va="center", fontsize=8.5,
+                color="white" if dark else "black")  # fmt: skip
     ax.set_xticks(range(len(columns)), [str(c) for c in columns])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set_xlabel("evaluated with")
     ax.set_ylabel("trained with")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, label="accuracy (%)", shrink=0.8)
+    fig.colorbar(image, ax=ax, label="error, 100 - accuracy (%)", shrink=0.8)
     return fig
 
 

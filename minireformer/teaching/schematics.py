@@ -213,7 +213,7 @@ def reversible_block(*, backward: bool = False, ax=None, title=None):
         _arrow(ax, (x2, 3.0), (4.5, 3.0), colour=c2)  # x2 -> F
         _arrow(ax, (1.5, 3.0), (x1 + 0.15, 3.75))  # F(x2) -> sum 1
         _sum_node(ax, x1, 3.9)
-        ax.text(x1 - 0.35, 3.9, r"$y_1 = x_1 + F(x_2)$", ha="right", va="center", fontsize=10)
+        ax.text(x1 - 0.6, 3.9, r"$y_1 = x_1 + F(x_2)$", ha="right", va="center", fontsize=10)
         ax.plot([x1, x1], [4.12, 6.9], color=c1, lw=2)
         _box(
             ax,
@@ -235,11 +235,11 @@ def reversible_block(*, backward: bool = False, ax=None, title=None):
         ax.text(3.0, 7.1, "concatenate", ha="center", fontsize=9, style="italic")
         _box(ax, 0.6, 7.7, 4.8, 0.7, r"$[y_1; y_2]$  (B, L, 2D) $\to$ head", colour="0.93")
         ax.add_patch(Rectangle((-0.2, 2.2), 6.4, 4.4, fill=False, ls="--", ec="0.55"))
-        ax.text(
-            -0.1,
-            6.45,
+        ax.text(  # between the streams, where no line crosses it
+            3.0,
+            6.5,
             "one block (a stack repeats it)",
-            ha="left",
+            ha="center",
             va="top",
             fontsize=8,
             color="0.4",
@@ -261,7 +261,7 @@ def reversible_block(*, backward: bool = False, ax=None, title=None):
         _arrow(ax, (x2, 4.0), (4.5, 4.0), colour=c2)  # x2 -> F
         _arrow(ax, (1.5, 4.0), (x1 + 0.15, 3.05))  # F(x2) -> subtract
         _sum_node(ax, x1, 2.9, sign="-")
-        ax.text(x1 - 0.35, 2.9, r"$x_1 = y_1 - F(x_2)$", ha="right", va="center", fontsize=10)
+        ax.text(x1 - 0.6, 2.9, r"$x_1 = y_1 - F(x_2)$", ha="right", va="center", fontsize=10)
         ax.plot([x1, x1], [2.68, 0.7], color=c1, lw=2)
         for y, text in (
             (5.5, r"$\bar y_1' = \bar y_1 + G'(y_1)^\top \bar y_2$"),
@@ -280,9 +280,10 @@ def reversible_block(*, backward: bool = False, ax=None, title=None):
         )
         ax.text(
             3.0,
-            1.2,
-            "red: gradients, from the same recomputation;\nnothing of the forward pass is stored",
+            2.0,
+            "red: gradients, from the\nsame recomputation; nothing\nof the forward pass is stored",
             ha="center",
+            va="top",
             fontsize=8.5,
             color="0.3",
             style="italic",
@@ -304,10 +305,10 @@ def chunked_feed_forward(n_chunks: int = 4, current: int = 1, *, ax=None, title=
         ax: the axes to draw into; a new figure when None.
         title: the axes title; a default one when None, none when "".
 
-    Left, the input (L, d_model) cut into chunks of chunk_len = L / n_chunks positions; middle, the
-    one chunk's hidden layer (chunk_len, d_ff) that exists at this moment; right, the output, done
-    chunks filled and later ones still empty. Below, for comparison, the (L, d_ff) hidden layer the
-    unchunked layer would hold whole.
+    Left, the input (L, D) cut into chunks of S = L / n_chunks positions; middle, the one chunk's
+    hidden layer (S, d_ff) that exists at this moment (notebook 06's letters); right, the output,
+    done chunks filled and later ones still empty. Below, for comparison, the (L, d_ff) hidden
+    layer the unchunked layer would hold whole.
     """
     if not isinstance(n_chunks, int) or n_chunks < 2:
         raise ValueError(f"n_chunks: expected an int >= 2, got {n_chunks!r}")
@@ -335,13 +336,13 @@ def chunked_feed_forward(n_chunks: int = 4, current: int = 1, *, ax=None, title=
             )
         ax.text(x0 + width / 2, top + 0.25, label, ha="center", fontsize=9)
 
-    column(0.0, d_model, "input\n(L, d_model)", lambda c: "now" if c == current else True)
-    column(8.0, d_model, "output\n(L, d_model)", lambda c: "now" if c == current else c < current)
+    column(0.0, d_model, "input\n(L, D)", lambda c: "now" if c == current else True)
+    column(8.0, d_model, "output\n(L, D)", lambda c: "now" if c == current else c < current)
     y_now = top - (current + 0.5) * step
     ax.add_patch(
         Rectangle((2.6, y_now - step / 2), d_ff, step, fc="#f0a868", ec="0.2", lw=1.2)
     )  # the one chunk's hidden layer
-    ax.text(2.6 + d_ff / 2, y_now, "hidden (chunk_len, d_ff)", ha="center", va="center", fontsize=9)
+    ax.text(2.6 + d_ff / 2, y_now, "hidden (S, d_ff)", ha="center", va="center", fontsize=9)
     _arrow(ax, (d_model + 0.05, y_now), (2.55, y_now))
     ax.text(1.8, y_now + 0.18, "W1, act.", ha="center", fontsize=8)
     _arrow(ax, (2.6 + d_ff + 0.05, y_now), (7.95, y_now))
@@ -349,7 +350,7 @@ def chunked_feed_forward(n_chunks: int = 4, current: int = 1, *, ax=None, title=
     ax.text(
         -0.15,
         y_now,
-        f"chunk {current + 1} of {n_chunks}\n(chunk_len = L / {n_chunks})",
+        f"chunk {current + 1} of {n_chunks}\n(S = L / {n_chunks})",
         ha="right",
         va="center",
         fontsize=8.5,

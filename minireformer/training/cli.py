@@ -69,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "reproduce",
         help="rerun the paper's experiments (resumable)",
-        description="Train and evaluate every experiment; results/*.json.",
+        description=(
+            "Train and evaluate every experiment; results/*.json. The Shakespeare models train "
+            "with two worker threads: run with OPENBLAS_NUM_THREADS=1 (as make reproduce does)."
+        ),
     )
     r.add_argument(
         "--only",

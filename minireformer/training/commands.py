@@ -306,7 +306,7 @@ def cmd_reproduce(args):
         )
     for name in names:
         experiments.EXPERIMENTS[name](progress=not args.quiet)
-        print(f"{name}: wrote {experiments.RESULTS / (name + '.json')}")
+        print(f"{name}: wrote {experiments.RESULTS / experiments.RESULT_FILES[name]}")
     return 0
 
 

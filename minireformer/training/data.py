@@ -1,4 +1,4 @@
-"""Data for training: the duplication task (paper section 5, Table 2) and character-level text.
+"""Data for training: the duplication task (paper section 2.1, Table 2) and character-level text.
 
 Both are *data sources* with one interface, which the trainer (``train.py``) uses:
 
@@ -12,7 +12,7 @@ Both are *data sources* with one interface, which the trainer (``train.py``) use
 A training batch depends only on ``rng``, so the state of that Generator *is* the data position:
 a checkpoint that stores it resumes on exactly the batches that would have come next.
 
-**Duplication** (Kitaev et al. 2020, section 5): a sequence ``0 w 0 w`` with ``w`` a word of
+**Duplication** (Kitaev et al. 2020, section 2.1): a sequence ``0 w 0 w`` with ``w`` a word of
 ``word_len`` symbols drawn uniformly from 1..N. The first half is noise to a model; the second
 half can be predicted exactly by finding the copy ``word_len + 1`` positions back. The loss and
 accuracy count the second ``w`` only (``loss_mask``). A sequence has 2 * word_len + 2 tokens, of

@@ -11,9 +11,15 @@ validation split) the way a number worth shipping is made:
   window at the default stride). Windows that restart the context from nothing at every boundary
   would score a quarter of the tokens with almost no context and make a long-context model look
   like a short-context one;
-- **position bands** (how the score depends on context): the sequence cut into windows that do not
-  overlap, every target scored at its position in its window, averaged in bands of positions
-  (0-7, 8-63, ...). A model that learns from its context scores later positions better.
+- **position bands** (how the score depends on context): every target of the windows that start
+  at a multiple of the stride scored at its position in its window, averaged in bands of
+  positions (0-7, 8-63, ...). A model that learns from its context scores later positions better;
+- **the same characters with more context**: with windows every ``stride`` tokens, the token at
+  position p of one window sits at position p + stride of the window before, so each token
+  scored at p < W - stride is scored twice: with p tokens of context and with p + stride.
+  Averaged over the same tokens, the two differ only by the context (bands of positions hold
+  different stretches of text, which differ in difficulty); ``"same_characters"`` compares them
+  for p from 64 on.
 
 This is the evaluation of the perplexity of a fixed-length model in Hugging Face's documentation
 ("Perplexity of fixed-length models", sliding windows with a stride), with the bands added.
@@ -118,7 +124,8 @@ def evaluate_text(
     Returns:
         ``{"bits": strided bits per token, "loss": the same in nats, "targets": N - 1,
         "window": W, "stride": S, "bands": {"low-high": bits}, "band_targets": {...},
-        "position_bits": (W,) mean bits at each position of the non-overlapping windows}``.
+        "position_bits": (W,) mean bits at each position of the windows at multiples of S,
+        "same_characters": the same tokens with S more tokens of context (module docstring)}``.
     """
     ids = np.asarray(backend.to_numpy(ids))
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
@@ -134,14 +141,13 @@ def evaluate_text(
     batch_size = check_positive_int("batch_size", batch_size)
 
     spans = strided_windows(len(ids), window, stride)
-    n_tiles = (len(ids) - 1) // window
-    tiles = [k * window for k in range(n_tiles)]  # the non-overlapping windows' starts
-    # each window run once: when the stride divides the window, every tile is a strided window
-    starts = sorted({start for start, _ in spans} | set(tiles))
+    aligned = [k * stride for k in range((len(ids) - 1 - window) // stride + 1)]
+    # each window run once: the strided windows are the aligned ones, but for the last
+    starts = sorted({start for start, _ in spans} | set(aligned))
     windows = np.stack([ids[start : start + window + 1] for start in starts])
     nats = dict(zip(starts, _target_nats(params, config, windows, seed, batch_size)))  # (W,) each
     total = sum(float(nats[start][first:].sum()) for start, first in spans)
-    position_bits = np.mean([nats[start] for start in tiles], axis=0) / LN2  # (W,)
+    position_bits = np.mean([nats[start] for start in aligned], axis=0) / LN2  # (W,)
     shown = [(lo, min(hi, window)) for lo, hi in bands if lo < window]
     loss = total / (len(ids) - 1)
     return {
@@ -151,8 +157,28 @@ def evaluate_text(
         "window": window,
         "stride": stride,
         "bands": {f"{lo}-{hi - 1}": float(position_bits[lo:hi].mean()) for lo, hi in shown},
-        "band_targets": {f"{lo}-{hi - 1}": (hi - lo) * n_tiles for lo, hi in shown},
+        "band_targets": {f"{lo}-{hi - 1}": (hi - lo) * len(aligned) for lo, hi in shown},
         "position_bits": position_bits,
+        "same_characters": _same_characters(nats, aligned, window, stride),
+    }
+
+
+def _same_characters(nats: dict, aligned: list, window: int, stride: int, low: int = 64) -> dict:
+    """Bits of the tokens that two consecutive aligned windows both score: at positions
+    low..W-stride-1 of the later window and low+stride..W-1 of the earlier (the same tokens,
+    ``stride`` more tokens of context); empty when there are none (W - stride <= low)."""
+    high = window - stride
+    pairs = [(a, a + stride) for a in aligned if a + stride in nats]
+    if high <= low or not pairs:
+        return {}
+    short = np.mean([nats[b][low:high] for _, b in pairs]) / LN2
+    long = np.mean([nats[a][low + stride : window] for a, _ in pairs]) / LN2
+    return {
+        "targets": len(pairs) * (high - low),
+        "short_context": f"{low}-{high - 1}",
+        "short_bits": float(short),
+        "long_context": f"{low + stride}-{window - 1}",
+        "long_bits": float(long),
     }
 
 
