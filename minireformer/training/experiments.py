@@ -336,6 +336,11 @@ def shakespeare_runs() -> dict:
     }
 
 
+def model_label(name: str) -> str:
+    """ "Reformer" for "shakespeare_reformer": how tables and figures name a Shakespeare run."""
+    return name.split("_")[1].capitalize()
+
+
 def shakespeare_samples(params, config, source) -> list:
     """``SAMPLES``: the model continues the validation split's first ``prompt`` characters at
     temperature 0.8, once per seed; each sample with its share of words from the training text."""
@@ -415,7 +420,7 @@ def save_position_figure(models: dict):
         edges = 2 ** np.arange(int(np.log2(len(bits))) + 1)  # 1, 2, 4, ..., W (position 0 left out)
         centres = [np.sqrt(lo * (hi - 1)) for lo, hi in zip(edges, edges[1:])]
         means = [bits[lo:hi].mean() for lo, hi in zip(edges, edges[1:])]
-        label = f"{name.split('_')[1].capitalize()} (context {m['context']:,})"
+        label = f"{model_label(name)} (context {m['context']:,})"
         ax.semilogx(centres, means, marker="o", label=label)
     ax.set_xlabel("position in the window (characters of context before it)")
     ax.set_ylabel("bits per character")

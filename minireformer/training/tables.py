@@ -63,7 +63,7 @@ def shakespeare(r: dict) -> str:
         lines.append(
             _row(
                 [
-                    name.split("_")[1].capitalize(),
+                    experiments.model_label(name),
                     f"{m['context']:,}",
                     f"**{m['bpc']:.3f}**",
                     f"{m['bands']['64-255']:.3f}",
@@ -81,7 +81,7 @@ def equal_time(r: dict) -> str:
     """One sentence: both models' held-out estimates at equal training time."""
     same = r["equal_time"]
     parts = [
-        f"{name.split('_')[1].capitalize()} {p['valid_bpc']:.3f} (step {p['step']:,})"
+        f"{experiments.model_label(name)} {p['valid_bpc']:.3f} (step {p['step']:,})"
         for name, p in same.items()
         if name != "minutes"
     ]
@@ -99,7 +99,7 @@ def same_characters(r: dict) -> str:
         same = m.get("same_characters")
         if same:
             lines.append(
-                f"{name.split('_')[1].capitalize()}: the same {same['targets']:,} characters "
+                f"{experiments.model_label(name)}: the same {same['targets']:,} characters "
                 f"score {same['short_bits']:.4f} bits with {same['short_context']} characters of "
                 f"context and {same['long_bits']:.4f} with {same['long_context']}."
             )
