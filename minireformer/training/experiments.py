@@ -337,7 +337,7 @@ def shakespeare_runs() -> dict:
 
 
 def model_label(name: str) -> str:
-    """ "Reformer" for "shakespeare_reformer": how tables and figures name a Shakespeare run."""
+    """How tables and figures name a Shakespeare run: "Reformer" for "shakespeare_reformer"."""
     return name.split("_")[1].capitalize()
 
 
